@@ -1,0 +1,32 @@
+# make setup | demo | test | lint | bench       (each sets up .venv first when needed)
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP)
+
+# torch first, pinned to the wheels on disk, so no requirement pulls another torch
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: setup
+	$(PY) -m latentgeo.demo
+
+test: setup
+	OMP_NUM_THREADS=2 $(PY) -m pytest -q --durations=15 tests
+
+lint: setup
+	$(PY) -m ruff check latentgeo tests benchmarks
+
+bench: setup
+	for script in benchmarks/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
+clean:
+	rm -rf $(VENV) outputs multirun

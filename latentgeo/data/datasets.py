@@ -1,0 +1,239 @@
+"""Datasets as in-memory uint8 tensors, through torchvision's own classes where they exist.
+
+Lookup order for the torchvision datasets: ``dataset.root`` -> a system mirror (Debian's
+``dataset-fashion-mnist`` puts IDX .gz files in /usr/share/datasets/fashion-mnist) ->
+torchvision's download when ``dataset.download=true``. Offline and missing: one
+``DatasetUnavailable`` error that says where we looked and how to get the data.
+
+Always-offline datasets: ``digits`` (scikit-learn's bundled 8x8 digits, upscaled/padded to
+``dataset.image_size``) and ``synthetic`` (seeded, class-structured images).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+class DatasetUnavailable(RuntimeError):
+    """The data set is neither on disk nor downloadable."""
+
+
+@dataclass
+class Split:
+    x: Tensor  # uint8 [N, C, H, W]
+    y: Tensor  # int64 [N]
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class DataBundle:
+    name: str
+    train: Split
+    test: Split
+    num_classes: int
+    mean: Tensor  # float32 [C], per channel on the [0, 1] scale, from the train split
+    std: Tensor  # float32 [C], population std (np.std), from the train split
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.train.x.shape[1:]
+        return int(c), int(h), int(w)
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("LATENTGEO_DATA", "~/.cache/latentgeo/data")).expanduser()
+
+
+# Directories where distributions install data sets, per torchvision class name.
+SYSTEM_MIRRORS: dict[str, list[Path]] = {
+    "FashionMNIST": [Path("/usr/share/datasets/fashion-mnist")],
+    "MNIST": [Path("/usr/share/datasets/mnist")],
+}
+MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+def install_mnist_mirror(mirror: Path, root: Path, class_name: str) -> bool:
+    """Gunzip IDX files from ``mirror`` into torchvision's ``<root>/<class>/raw`` layout."""
+    sources = []
+    for stem in MNIST_FILES:
+        candidates = [mirror / stem, mirror / f"{stem}.gz"]
+        found = next((p for p in candidates if p.is_file()), None)
+        if found is None:
+            return False
+        sources.append((stem, found))
+    raw = root / class_name / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for stem, source in sources:
+        target = raw / stem
+        if target.is_file():
+            continue
+        tmp = target.with_suffix(".tmp")
+        opener = gzip.open if source.suffix == ".gz" else open
+        with opener(source, "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        os.replace(tmp, target)
+    return True
+
+
+def _torchvision_split(class_name: str, root: Path, train: bool, download: bool) -> Split:
+    import torchvision.datasets as tvd
+
+    cls = getattr(tvd, class_name)
+    if class_name == "SVHN":
+        ds = cls(str(root), split="train" if train else "test", download=download)
+        x = torch.from_numpy(ds.data)  # already [N, C, H, W]
+        y = torch.as_tensor(ds.labels, dtype=torch.int64)
+    else:
+        ds = cls(str(root), train=train, download=download)
+        data = ds.data
+        x = torch.as_tensor(data) if not isinstance(data, Tensor) else data
+        x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)  # -> [N, C, H, W]
+        y = torch.as_tensor(ds.targets, dtype=torch.int64)
+    return Split(x.contiguous(), y)
+
+
+def load_torchvision(name: str, class_name: str, root: Path | None, download: bool) -> DataBundle:
+    roots = [Path(root).expanduser()] if root else [default_root()]
+    looked: list[str] = []
+    for candidate in roots:
+        try:
+            return _bundle(name, *(_torchvision_split(class_name, candidate, t, False)
+                                   for t in (True, False)), NUM_CLASSES[name])
+        except (RuntimeError, FileNotFoundError, OSError):
+            looked.append(str(candidate))
+    for mirror in SYSTEM_MIRRORS.get(class_name, []):
+        looked.append(str(mirror))
+        if mirror.is_dir() and install_mnist_mirror(mirror, roots[0], class_name):
+            return _bundle(name, *(_torchvision_split(class_name, roots[0], t, False)
+                                   for t in (True, False)), NUM_CLASSES[name])
+    if download:
+        try:
+            roots[0].mkdir(parents=True, exist_ok=True)
+            return _bundle(name, *(_torchvision_split(class_name, roots[0], t, True)
+                                   for t in (True, False)), NUM_CLASSES[name])
+        except Exception as error:  # noqa: BLE001 - any download failure means "unavailable"
+            reason = f"download into {roots[0]} failed ({type(error).__name__}: {error})"
+    else:
+        reason = "dataset.download=false"
+    mirror_hint = (
+        " On Debian/Ubuntu: apt-get install dataset-fashion-mnist." if class_name == "FashionMNIST"
+        else ""
+    )
+    raise DatasetUnavailable(
+        f"dataset.name={name!r} is not available: looked in {', '.join(looked)}; {reason}. "
+        f"Run once with network access (dataset.download=true), or put torchvision's layout "
+        f"for {class_name} under dataset.root (or $LATENTGEO_DATA).{mirror_hint} "
+        f"Offline alternatives: dataset=digits or dataset=synthetic."
+    )
+
+
+def channel_stats(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and population std on the [0, 1] scale, in float64 (BE §1.1)."""
+    flat = x.transpose(0, 1).reshape(x.shape[1], -1)
+    mean = torch.zeros(x.shape[1], dtype=torch.float64)
+    sq = torch.zeros(x.shape[1], dtype=torch.float64)
+    for chunk in flat.split(1 << 22, dim=1):  # bounded memory for 60000x3x32x32
+        c = chunk.to(torch.float64) / 255.0
+        mean += c.sum(1)
+        sq += (c * c).sum(1)
+    n = flat.shape[1]
+    mean /= n
+    std = (sq / n - mean**2).clamp_min(0).sqrt()
+    return mean.float(), std.float()
+
+
+def _bundle(name: str, train: Split, test: Split, num_classes: int | None = None) -> DataBundle:
+    mean, std = channel_stats(train.x)
+    classes = num_classes or int(max(train.y.max(), test.y.max())) + 1
+    return DataBundle(name, train, test, classes, mean, std.clamp_min(1e-8))
+
+
+def load_digits(image_size: int, channels: int, seed: int, test_fraction: float = 0.2
+                ) -> DataBundle:
+    """scikit-learn's 1797 8x8 digits, nearest-upscaled by the largest integer factor that fits
+    ``image_size`` and zero-padded to it; a seeded, stratified 80/20 split."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    if image_size < 8:
+        raise ValueError(f"dataset.image_size={image_size} is not allowed for digits: >= 8")
+    digits = sk_digits()
+    x = torch.from_numpy(np.round(digits.images * (255.0 / 16.0)).astype(np.uint8))
+    factor = image_size // 8
+    x = x.repeat_interleave(factor, 1).repeat_interleave(factor, 2)
+    pad = image_size - 8 * factor
+    x = torch.nn.functional.pad(x, (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2))
+    x = x.unsqueeze(1).expand(-1, channels, -1, -1).contiguous()
+    y = torch.from_numpy(digits.target.astype(np.int64))
+    generator = torch.Generator().manual_seed(seed)
+    test_mask = torch.zeros(len(y), dtype=torch.bool)
+    for c in range(10):
+        idx = (y == c).nonzero().squeeze(1)
+        idx = idx[torch.randperm(len(idx), generator=generator)]
+        test_mask[idx[: round(len(idx) * test_fraction)]] = True
+    return _bundle("digits", Split(x[~test_mask], y[~test_mask]), Split(x[test_mask], y[test_mask]),
+                   10)
+
+
+def load_synthetic(image_size: int, channels: int, num_classes: int, train_size: int,
+                   test_size: int, seed: int) -> DataBundle:
+    """Seeded class-structured images: each class is a smooth random prototype; a sample is
+    its prototype plus a random smooth distortion and pixel noise, quantised to uint8."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def smooth(n: int) -> Tensor:
+        coarse = torch.randn(n, channels, 4, 4, generator=generator)
+        return torch.nn.functional.interpolate(coarse, size=(image_size, image_size),
+                                               mode="bilinear", align_corners=False)
+
+    prototypes = smooth(num_classes)
+
+    def sample(n: int) -> Split:
+        y = torch.arange(n) % num_classes
+        y = y[torch.randperm(n, generator=generator)]
+        images = prototypes[y] + 0.8 * smooth(n)
+        images = images + 0.3 * torch.randn(images.shape, generator=generator)
+        x = (128 + 40 * images).round().clamp(0, 255).to(torch.uint8)
+        return Split(x, y)
+
+    return _bundle("synthetic", sample(train_size), sample(test_size), num_classes)
+
+
+TORCHVISION = {
+    "cifar10": "CIFAR10",
+    "cifar100": "CIFAR100",
+    "svhn": "SVHN",
+    "mnist": "MNIST",
+    "fashion_mnist": "FashionMNIST",
+}
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "svhn": 10, "mnist": 10, "fashion_mnist": 10}
+
+
+def _torchvision_loader(name: str) -> Callable[..., DataBundle]:
+    def load(cfg) -> DataBundle:
+        return load_torchvision(name, TORCHVISION[name], cfg.root, cfg.download)
+
+    return load
+
+
+DATASETS: dict[str, Callable[..., DataBundle]] = {
+    **{name: _torchvision_loader(name) for name in TORCHVISION},
+    "digits": lambda cfg: load_digits(cfg.image_size, cfg.channels, cfg.seed),
+    "synthetic": lambda cfg: load_synthetic(cfg.image_size, cfg.channels, cfg.num_classes,
+                                            cfg.train_size, cfg.test_size, cfg.seed),
+}

@@ -1,0 +1,96 @@
+"""Device-resident batching: the whole split is one uint8 tensor on the training device.
+
+Normalisation and augmentation are batched tensor ops (airbench style) — no DataLoader
+workers, no per-sample Python. Shuffling and augmentation draw from a generator seeded by
+``(seed, epoch)``, so epoch ``e`` yields the same batches whether or not the run was resumed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+
+from latentgeo.data.datasets import Split
+
+PAD = 4  # random-crop padding (BE, HP: RandomCrop(32, padding=4))
+
+
+def normalize(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """uint8 [B, C, H, W] -> float32, per-channel (x/255 - mean)/std."""
+    x = x.float().div_(255.0)
+    return x.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
+
+
+def random_crop_flip(x: Tensor, generator: torch.Generator, pad: int = PAD) -> Tensor:
+    """Horizontal flip with probability 1/2, then a random crop of the zero-padded batch.
+
+    Applied after normalisation as BE does, so the padding value 0 is the channel mean.
+    One gather for the whole batch instead of a Python loop over samples.
+    """
+    batch, channels, height, width = x.shape
+    device = x.device
+    flip = torch.rand(batch, generator=generator, device=device) < 0.5
+    x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    top = torch.randint(0, 2 * pad + 1, (batch,), generator=generator, device=device)
+    left = torch.randint(0, 2 * pad + 1, (batch,), generator=generator, device=device)
+    rows = (top.view(-1, 1) + torch.arange(height, device=device)).view(batch, 1, height, 1)
+    cols = (left.view(-1, 1) + torch.arange(width, device=device)).view(batch, 1, 1, width)
+    b = torch.arange(batch, device=device).view(batch, 1, 1, 1)
+    c = torch.arange(channels, device=device).view(1, channels, 1, 1)
+    return padded[b, c, rows, cols]
+
+
+class TensorLoader:
+    """Batches of normalised (and optionally augmented) images from a device-resident split."""
+
+    def __init__(
+        self,
+        split: Split,
+        mean: Tensor,
+        std: Tensor,
+        batch_size: int,
+        device: torch.device,
+        shuffle: bool = False,
+        augment: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self.x = split.x.to(device)
+        self.y = split.y.to(device)
+        self.mean = mean.to(device)
+        self.std = std.to(device)
+        self.batch_size = batch_size
+        self.device = device
+        self.shuffle = shuffle
+        self.augment = augment
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return (len(self.y) + self.batch_size - 1) // self.batch_size
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.y)
+
+    def epoch(self, epoch: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(self.seed * 1_000_003 + epoch)
+        n = len(self.y)
+        order = (
+            torch.randperm(n, generator=generator, device=self.device) if self.shuffle else None
+        )
+        for start in range(0, n, self.batch_size):
+            if order is None:
+                xb, yb = self.x[start : start + self.batch_size], self.y[start : start + self.batch_size]
+            else:
+                idx = order[start : start + self.batch_size]
+                xb, yb = self.x[idx], self.y[idx]
+            xb = normalize(xb, self.mean, self.std)
+            if self.augment:
+                xb = random_crop_flip(xb, generator)
+            yield xb, yb
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        return self.epoch(0)

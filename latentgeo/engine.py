@@ -1,0 +1,264 @@
+"""The fit loop: train steps, evaluation, γ/LR schedules, checkpoint/resume, NaN guard.
+
+Reads top to bottom: ``fit`` builds the optimizer, restores ``last.pt`` if there is one, then
+for each epoch trains, evaluates when due, logs one event, and checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from latentgeo.data import DataBundle, TensorLoader
+from latentgeo.metrics.features import collect_features
+from latentgeo.metrics.suite import evaluation_metrics, histogram_arrays
+from latentgeo.models import Classifier
+from latentgeo.records import RunRecord, atomic_write_bytes
+
+SPLITS = ("train", "test")
+
+
+class TrainingDiverged(RuntimeError):
+    """Loss became NaN or infinite."""
+
+
+# ---------------------------------------------------------------------------- schedules
+
+
+def gamma_at(epoch: int, start: float, factor: float, step: int, maximum: float) -> float:
+    """γ used while training ``epoch`` (1-based), BE §1.3: after every epoch e with
+    e % step == 0 and while γ < maximum, γ ← γ·factor. Epoch 1 trains with ``start``.
+    (As in BE the last multiplication may overshoot ``maximum`` once: 0.01·1.05^378 ≈ 1.02e6.)
+    """
+    gamma = start
+    for e in range(1, epoch):
+        if e % step == 0 and gamma < maximum:
+            gamma *= factor
+    return gamma
+
+
+def lr_factor(epoch: int, schedule, epochs: int) -> float:
+    """Multiplier of the base LR while training ``epoch`` (1-based).
+
+    step: BE's delayed StepLR — stepped once after each epoch e > start_epoch, so epoch e has
+    had max(0, e-1-start_epoch) steps and the LR is factor^floor(steps/step_size).
+    cosine: from 1 to min_lr/base over the run.
+    """
+    if schedule.name == "constant":
+        return 1.0
+    if schedule.name == "step":
+        steps = max(0, epoch - 1 - schedule.start_epoch)
+        return schedule.factor ** (steps // schedule.step_size)
+    if schedule.name == "cosine":
+        return math.cos(math.pi * (epoch - 1) / epochs) * 0.5 + 0.5
+    raise ValueError(f"schedule.name={schedule.name!r}")
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, base_lr: float, factor: float,
+                      schedule) -> float:
+    lr = base_lr * factor
+    if schedule.name == "cosine":
+        lr = schedule.min_lr + (base_lr - schedule.min_lr) * factor
+    for group in optimizer.param_groups:
+        group["lr"] = base_lr if group.get("name") == "output" and schedule.keep_output_lr else lr
+    return lr
+
+
+def build_optimizer(cfg, model: Classifier) -> torch.optim.Optimizer:
+    """adamw / adam / sgd; the output layer is its own group (BE keeps it at the base LR)."""
+    output_ids = {id(p) for p in model.output_parameters()}
+    groups = [
+        {"params": [p for p in model.parameters() if id(p) not in output_ids], "name": "body"},
+        {"params": [p for p in model.parameters() if id(p) in output_ids], "name": "output"},
+    ]
+    opt = cfg.optimizer
+    if opt.name == "adamw":
+        return torch.optim.AdamW(groups, lr=opt.lr, weight_decay=opt.weight_decay)
+    if opt.name == "adam":
+        return torch.optim.Adam(groups, lr=opt.lr, weight_decay=opt.weight_decay)
+    if opt.name == "sgd":
+        return torch.optim.SGD(groups, lr=opt.lr, momentum=opt.momentum,
+                               weight_decay=opt.weight_decay, nesterov=opt.nesterov)
+    raise ValueError(f"optimizer.name={opt.name!r}")
+
+
+# ---------------------------------------------------------------------------- loss
+
+
+def loss_terms(logits: Tensor, x_pen: Tensor, y: Tensor, gamma: float | None) -> Tensor:
+    """CE(logits, y) + γ·mean(x_pen²) (the latter only for bin_enc, when γ is given)."""
+    loss = nn.functional.cross_entropy(logits, y)
+    if gamma is not None:
+        loss = loss + gamma * x_pen.pow(2).mean()
+    return loss
+
+
+# ---------------------------------------------------------------------------- state
+
+
+def rng_state() -> dict[str, Any]:
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+        "numpy_pos": int(np.random.get_state()[2]),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32),
+                         state["numpy_pos"], 0, 0.0))
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path, obj: dict[str, Any]) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path, device: torch.device) -> dict[str, Any]:
+    return torch.load(path, map_location=device, weights_only=True)
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+# ---------------------------------------------------------------------------- loop
+
+
+@dataclass
+class Loaders:
+    train: TensorLoader  # shuffled, augmented when dataset.augment
+    eval: dict[str, TensorLoader]  # fixed order, no augmentation
+
+
+def make_loaders(cfg, data: DataBundle, device: torch.device) -> Loaders:
+    def loader(split, **kw) -> TensorLoader:
+        return TensorLoader(split, data.mean, data.std, device=device, **kw)
+
+    train = loader(data.train, batch_size=cfg.trainer.batch_size, shuffle=True,
+                   augment=cfg.dataset.augment, seed=cfg.trainer.seed)
+    evals = {
+        name: loader(getattr(data, name), batch_size=cfg.trainer.eval_batch_size)
+        for name in SPLITS
+    }
+    return Loaders(train, evals)
+
+
+def train_epoch(model: Classifier, loader: TensorLoader, optimizer: torch.optim.Optimizer,
+                epoch: int, gamma: float | None, bar: tqdm | None) -> dict[str, float]:
+    """One pass over the shuffled train split. Loss and hits accumulate on the device; the
+    host reads them only every ``REFRESH`` steps (for the progress bar) and at the end."""
+    model.train()
+    loss_sum = torch.zeros((), device=loader.device)
+    hits = torch.zeros((), device=loader.device, dtype=torch.long)
+    seen = 0
+    for step, (x, y) in enumerate(loader.epoch(epoch), 1):
+        logits, x_pen = model(x)
+        loss = loss_terms(logits, x_pen, y, gamma)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach() * len(y)
+        hits += (logits.detach().argmax(1) == y).sum()
+        seen += len(y)
+        if bar is not None:
+            bar.update(1)
+            if step % REFRESH == 0:
+                bar.set_postfix(epoch=epoch, loss=f"{loss_sum.item() / seen:.4f}",
+                                acc=f"{hits.item() / seen:.3f}", refresh=False)
+    mean_loss = loss_sum.item() / seen
+    if not math.isfinite(mean_loss):
+        raise TrainingDiverged(f"non-finite training loss ({mean_loss}) in epoch {epoch}")
+    return {"train/running_loss": mean_loss, "train/running_accuracy": hits.item() / seen}
+
+
+REFRESH = 20  # progress-bar refresh interval in steps (one host sync each)
+
+
+def evaluate(cfg, model: Classifier, loaders: Loaders, epoch: int, last: bool
+             ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One feature pass per split feeding every metric; returns (metrics, features)."""
+    features = {name: collect_features(model, loader.epoch()) for name, loader in
+                loaders.eval.items()}
+    return evaluation_metrics(cfg.metrics, model, features, epoch=epoch, last=last), features
+
+
+def fit(cfg, data: DataBundle, model: Classifier, record: RunRecord, device: torch.device,
+        sink=None) -> None:
+    """Train ``model`` for ``trainer.epochs`` epochs, resuming from ``last.pt`` if present."""
+    trainer = cfg.trainer
+    optimizer = build_optimizer(cfg, model)
+    loaders = make_loaders(cfg, data, device)
+    start_epoch = 0
+    if record.last_checkpoint.is_file():
+        state = load_checkpoint(record.last_checkpoint, device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+        start_epoch = state["epoch"]
+    else:
+        save_checkpoint(record.checkpoints / "init.pt", {"epoch": 0, "model": model.state_dict()})
+    steps_per_epoch = len(loaders.train)
+    bar = tqdm(total=trainer.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
+               disable=not trainer.progress, unit="step", dynamic_ncols=True, leave=False)
+    head = cfg.head
+    try:
+        for epoch in range(start_epoch + 1, trainer.epochs + 1):
+            tic = time.perf_counter()
+            lr = set_learning_rate(optimizer, cfg.optimizer.lr,
+                                   lr_factor(epoch, cfg.schedule, trainer.epochs), cfg.schedule)
+            gamma = (gamma_at(epoch, head.gamma_start, head.gamma_factor, head.gamma_step,
+                              head.gamma_max) if head.name == "bin_enc" else None)
+            event: dict[str, Any] = {"epoch": epoch, "step": epoch * steps_per_epoch, "lr": lr}
+            if gamma is not None:
+                event["gamma"] = gamma
+            event.update(train_epoch(model, loaders.train, optimizer, epoch, gamma, bar))
+            event["time/epoch_s"] = time.perf_counter() - tic
+            last = epoch == trainer.epochs
+            if epoch % cfg.metrics.every == 0 or last:
+                tic = time.perf_counter()
+                metrics, features = evaluate(cfg, model, loaders, epoch, last)
+                event.update(metrics)
+                event["time/eval_s"] = time.perf_counter() - tic
+                if sink is not None and cfg.logger.histograms:
+                    sink.log_histograms(histogram_arrays(features), step=event["step"])
+                bar.write(f"epoch {epoch}/{trainer.epochs}  "
+                          f"train acc {event['train/accuracy']:.4f}  "
+                          f"test acc {event['test/accuracy']:.4f}  lr {lr:.3g}"
+                          + (f"  gamma {gamma:.4g}" if gamma is not None else ""))
+            record.log(event)
+            if sink is not None:
+                sink.log(event, step=event["step"])
+            checkpoint = {"epoch": epoch, "model": model.state_dict(),
+                          "optimizer": optimizer.state_dict(), "rng": rng_state()}
+            if epoch in trainer.snapshot_epochs:
+                save_checkpoint(record.checkpoints / f"epoch_{epoch:04d}.pt",
+                                {"epoch": epoch, "model": checkpoint["model"]})
+            save_checkpoint(record.last_checkpoint, checkpoint)
+            record.set_epoch(epoch)
+    finally:
+        bar.close()

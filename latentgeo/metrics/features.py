@@ -1,0 +1,70 @@
+"""One eval-mode pass over a split: logits, x_pen, labels, predictions (and block outputs).
+
+Every latent metric reads from this; no metric runs its own pass over the data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class Features:
+    logits: Tensor  # float32 [N, K], on the CPU
+    x_pen: Tensor  # float32 [N, P]
+    labels: Tensor  # int64 [N]
+    blocks: dict[str, Tensor] = field(default_factory=dict)  # name -> [N, ...] when requested
+
+    @property
+    def preds(self) -> Tensor:
+        return self.logits.argmax(1)
+
+    @property
+    def loss(self) -> float:
+        return torch.nn.functional.cross_entropy(self.logits, self.labels).item()
+
+    @property
+    def accuracy(self) -> float:
+        return (self.preds == self.labels).double().mean().item()
+
+
+@torch.no_grad()
+def collect_features(
+    model: nn.Module,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    block_names: Sequence[str] = (),
+) -> Features:
+    """Run ``model`` (returning ``(logits, x_pen)``) in eval mode over ``batches``.
+
+    ``block_names`` selects backbone blocks whose outputs are kept (flattened, float32, CPU);
+    they can be large, so per-layer metrics that stream should hook blocks themselves.
+    """
+    was_training = model.training
+    model.eval()
+    outputs: dict[str, list[Tensor]] = {"logits": [], "x_pen": [], "labels": []}
+    captured: dict[str, list[Tensor]] = {name: [] for name in block_names}
+    handles = []
+    for name in block_names:
+        module = model.backbone.blocks[name]  # type: ignore[union-attr,index]
+        handles.append(module.register_forward_hook(
+            lambda _m, _i, out, name=name: captured[name].append(out.flatten(1).float().cpu())))
+    try:
+        for x, y in batches:
+            logits, x_pen = model(x)
+            outputs["logits"].append(logits.float().cpu())
+            outputs["x_pen"].append(x_pen.float().cpu())
+            outputs["labels"].append(y.cpu())
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return Features(
+        logits=torch.cat(outputs["logits"]),
+        x_pen=torch.cat(outputs["x_pen"]),
+        labels=torch.cat(outputs["labels"]),
+        blocks={name: torch.cat(parts) for name, parts in captured.items()},
+    )

@@ -1,0 +1,47 @@
+"""Shared test helpers: composing configs in-process and running the CLI in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+from omegaconf import DictConfig
+
+import latentgeo.train  # noqa: F401  (registers the schema and resolvers)
+
+REPO = Path(__file__).resolve().parents[1]
+# A tiny, fast, offline configuration every e2e test starts from.
+TINY = [
+    "model=resnet18", "model.width=8", "dataset=synthetic", "dataset.image_size=8",
+    "dataset.train_size=512", "dataset.test_size=128", "trainer.epochs=2",
+    "trainer.batch_size=32", "trainer.eval_batch_size=256", "optimizer.lr=1e-2",
+    "schedule=constant", "metrics.every=1", "logger=local", "trainer.progress=false",
+]
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(autouse=True)
+def _offline_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("LATENTGEO_OUTPUT", str(tmp_path / "outputs"))
+    monkeypatch.delenv("LATENTGEO_SWEEP_ID", raising=False)
+
+
+def compose_cfg(overrides: list[str]) -> DictConfig:
+    with initialize_config_module("latentgeo.conf", version_base=None):
+        return compose("train", overrides=overrides)
+
+
+def run_cli(args: list[str], cwd: Path | None = None, env: dict | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -m latentgeo.train ARGS`` in a subprocess (stdout+stderr captured)."""
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "latentgeo.train", *args], cwd=cwd or REPO,
+                          env=full_env, capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,141 @@
+"""The command line as a user runs it: bad input, resume after SIGKILL, wandb, pip install."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from latentgeo.records import read_json, read_metrics
+from tests.conftest import REPO, TINY, run_cli
+
+BAD_CONFIGS = [
+    (["model=no_such_model"], "model/no_such_model"),
+    (["trainer.epochs=many"], "trainer.epochs"),
+    (["optimizer.lr=0"], "optimizer.lr=0.0 is not allowed"),
+    (["optimizer.lr=-1e-3"], "optimizer.lr=-0.001 is not allowed"),
+    (["trainer.epochs=0"], "trainer.epochs=0 is not allowed"),
+    (["trainer.batch_size=0"], "trainer.batch_size=0 is not allowed"),
+    (["trainer.no_such_key=1"], "no_such_key"),
+    (["head=bin_enc", "head.penultimate_nodes=3"], "head.penultimate_nodes=3 is not allowed"),
+    (["head=lin_pen", "head.penultimate_nodes=2"], "2^penultimate_nodes >= number of classes"),
+    (["dataset=cifar10", "dataset.download=false", "dataset.root=/nonexistent"],
+     "looked in /nonexistent"),
+]
+
+
+def states(outputs: Path) -> list[str]:
+    return [read_json(p)["state"] for p in outputs.rglob("status.json")]
+
+
+@pytest.mark.parametrize("overrides,message", BAD_CONFIGS,
+                         ids=[" ".join(o) for o, _ in BAD_CONFIGS])
+def test_bad_config_exits_nonzero_with_a_clear_message(overrides, message, tmp_path):
+    outputs = tmp_path / "out"
+    result = run_cli([*TINY, *overrides], env={"LATENTGEO_OUTPUT": str(outputs)})
+    assert result.returncode != 0
+    assert message in result.stderr + result.stdout
+    assert "ok" not in states(outputs)  # failed before training, never marked ok
+    if "is not allowed" in message or "looked in" in message:
+        assert states(outputs) == ["failed"]
+
+
+def comparable_events(run_dir: Path) -> list[dict]:
+    return [{k: v for k, v in e.items() if not k.startswith("time/")}
+            for e in read_metrics(run_dir / "metrics.jsonl")]
+
+
+def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path):
+    args = [*TINY, "trainer.epochs=5", "dataset.train_size=3000", "trainer.deterministic=true",
+            "head.dropout_penultimate=true", "dataset.augment=true"]
+    reference = run_cli(args, env={"LATENTGEO_OUTPUT": str(tmp_path / "a")})
+    assert reference.returncode == 0, reference.stderr
+    (reference_dir,) = (tmp_path / "a" / "runs").iterdir()
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LATENTGEO_OUTPUT": str(tmp_path / "b")}
+    process = subprocess.Popen([sys.executable, "-m", "latentgeo.train", *args], cwd=REPO,
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    metrics = None
+    while time.time() < deadline and process.poll() is None:
+        found = list((tmp_path / "b").rglob("metrics.jsonl"))
+        if found and len(read_metrics(found[0])) >= 2:
+            metrics = found[0]
+            break
+        time.sleep(0.05)
+    assert metrics is not None, "run ended before it could be killed"
+    time.sleep(0.3)  # into epoch 3
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    run_dir = metrics.parent
+    assert read_json(run_dir / "status.json")["state"] == "running"  # killed: never "ok"
+    assert len(read_metrics(metrics)) < 5
+
+    resumed = run_cli(args, env={"LATENTGEO_OUTPUT": str(tmp_path / "b")})
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stdout
+    assert run_dir.name == reference_dir.name  # the same command finds the same run dir
+    assert comparable_events(run_dir) == comparable_events(reference_dir)
+    assert read_json(run_dir / "status.json")["state"] == "ok"
+
+    again = run_cli(args, env={"LATENTGEO_OUTPUT": str(tmp_path / "b")})
+    assert again.returncode == 0 and "already complete" in again.stdout
+    fresh = run_cli([*args, "trainer.resume=false"],
+                    env={"LATENTGEO_OUTPUT": str(tmp_path / "b")})
+    assert fresh.returncode == 0, fresh.stderr
+    archived = list((run_dir / "archive").glob("*/summary.json"))
+    assert len(archived) == 1  # the old record was kept, not destroyed
+
+
+def test_wandb_offline_run_logs_the_same_final_accuracy(tmp_path):
+    outputs = tmp_path / "out"
+    env = {"LATENTGEO_OUTPUT": str(outputs), "WANDB_API_KEY": "secret-key-123456"}
+    result = run_cli([*TINY, "logger=wandb", "logger.mode=offline"], env=env)
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = (outputs / "runs").iterdir()
+    (log,) = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
+    # read the logged history back from wandb's own transaction log
+    inspect = subprocess.run([str(Path(sys.executable).parent / "wandb"), "leet", "inspect",
+                              "--json", str(log)], capture_output=True, text=True, timeout=60)
+    records = [json.loads(line) for line in inspect.stdout.splitlines() if line.startswith("{")]
+    history = [r["history"]["item"] for r in records if r.get("type") == "history"]
+    events = read_metrics(run_dir / "metrics.jsonl")
+    assert [h["test/accuracy"] for h in history] == pytest.approx(
+        [e["test/accuracy"] for e in events])
+    assert [h["step"] for h in history] == [e["step"] for e in events]
+    assert "test/x_pen/node_0._type" in history[-1]  # histograms at evaluation points
+    assert "secret-key-123456" not in (run_dir / "config.yaml").read_text()
+
+
+def test_cfg_job_shows_the_composed_config():
+    result = run_cli(["--cfg", "job"])
+    assert result.returncode == 0, result.stderr
+    for line in ("model:", "name: resnet18", "head:", "name: bin_enc", "name: cifar10",
+                 "epochs: 800"):
+        assert line in result.stdout
+
+
+def test_pip_install_non_editable_runs_from_another_directory(tmp_path):
+    target = tmp_path / "site"
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(REPO)], capture_output=True, text=True, timeout=300)
+    assert install.returncode == 0, install.stderr
+    assert (target / "latentgeo" / "conf" / "model" / "resnet18.yaml").is_file()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {"PYTHONPATH": str(target), "LATENTGEO_OUTPUT": str(elsewhere / "out")}
+    where = subprocess.run([sys.executable, "-c", "import latentgeo; print(latentgeo.__file__)"],
+                           cwd=elsewhere, env={**os.environ, **env}, capture_output=True,
+                           text=True)
+    assert where.stdout.startswith(str(target))
+    result = run_cli(TINY, cwd=elsewhere, env=env)
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = (elsewhere / "out" / "runs").iterdir()
+    assert read_json(run_dir / "status.json")["state"] == "ok"
