@@ -401,7 +401,7 @@ def aggregate(
     for label in labels:
         members = [run for run in runs if run_variant[run.name] == label]
         chosen = [s for s in selections if s.variant == label]
-        seeds = list({_canonical(r.seed): r.seed for r in members}.values())
+        seeds = list({_canonical(r.seed): r.seed for r in members if r.config}.values())
         chosen_seeds = {_canonical(s.seed) for s in chosen}
         summaries = [by_name[s.run].summary or {} for s in chosen]
         metrics = {}

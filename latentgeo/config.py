@@ -25,6 +25,21 @@ class ModelConfig:
 
 
 @dataclass
+class ActivationConfig:
+    """ReLU_α(x) = x + α·ReLU(−x), used when ``model.activation=relu_alpha`` (UN, seed 004)."""
+
+    granularity: str = "layer"  # layer: one α per activation site | channel: one per channel
+    mode: str = "penalty"  # penalty: α in [0, 1], loss += l1·Σ|α| | anneal: α = σ((σ(γ)−½)·ν)
+    init_alpha: float = 1.0  # penalty mode: start as ReLU
+    init_nu: float = 0.0  # anneal mode: ν at step 0
+    nu_step: float = 0.01  # anneal mode: ν grows by this per optimizer step
+    l1: float = 1e-3  # penalty mode: λ
+    freeze_oscillating: bool = False  # stop the penalty for an α that keeps oscillating
+    oscillation_k: int = 3  # ... more than k flips of the sign of its change
+    oscillation_window: int = 10  # ... within the last `window` epochs
+
+
+@dataclass
 class HeadConfig:
     name: str = MISSING  # bin_enc | lin_pen | nonlin_pen | no_pen
     penultimate_nodes: int = 6
@@ -35,6 +50,12 @@ class HeadConfig:
     gamma_factor: float = 1.05
     gamma_step: int = 1
     gamma_max: float = 1e6
+
+
+@dataclass
+class TrainSubsetConfig:
+    size_per_class: int | None = None  # TH: stratified subsets of this many samples per class
+    index: int = 0  # which subset (class ranks [index·size, (index+1)·size))
 
 
 @dataclass
@@ -50,6 +71,16 @@ class DatasetConfig:
     train_size: int = 2000
     test_size: int = 500
     seed: int = 0  # data generation / corruption seed (independent of trainer.seed)
+    # corruptions and subsets (HP §3.5, TH §2.2); all seeded by dataset.seed, train split only
+    label_noise: float = 0.0  # each train label -> (y+u) mod K, u ~ U{1..K-1}, with this prob.
+    pixel_shuffle: bool = False  # a fixed random pixel permutation per training image
+    classes: list[int] | None = None  # keep these classes, relabelled 0..K-1 in this order
+    num_classes_subsample: int | None = None  # or a seeded choice of K classes
+    train_subset: TrainSubsetConfig = field(default_factory=lambda: TrainSubsetConfig())
+    val_split: float | None = None  # fraction of train held out as `val` (metrics val/...)
+    stratified: bool = True  # val split stratified by class
+    resize: int | None = None  # HP --upscale: bilinear resize to resize x resize
+    resize_pad: int | None = None  # HP --upscale-padding: resize to half, zero-pad to full
 
 
 @dataclass
@@ -71,9 +102,57 @@ class ScheduleConfig:
     min_lr: float = 0.0  # cosine: final LR
 
 
+# "when" values of the scheduled metric families: off | last (the last epoch only) | every
+# (every evaluation, i.e. every `metrics.every` epochs and the last epoch)
+WHEN = ("off", "last", "every")
+
+
+@dataclass
+class MahalanobisConfig:
+    when: str = "last"  # BE computes it at the last epoch only
+
+
+@dataclass
+class PerturbationConfig:
+    when: str = "last"  # DeepFool needs gradients: BE computes it at the last epoch only
+    samples: int = 1000  # fixed random sample of the test split (seeded by trainer.seed)
+    overshoot: float = 0.02
+    max_iter: int = 50
+    num_candidates: int = 10
+
+
+@dataclass
+class OODConfig:
+    dataset: str | None = None  # a dataset option, e.g. svhn for cifar10; null = off
+    when: str = "last"
+
+
+@dataclass
+class NC1Config:
+    when: str = "off"  # per-block streaming NC1 (TH); two extra passes per split
+
+
+@dataclass
+class HyperplanesConfig:
+    enabled: bool = True  # data-free: every epoch and at epoch 0
+    normalize: bool = True
+    with_linear: bool = False
+    skip_pointwise: bool = True
+
+
 @dataclass
 class MetricsConfig:
     every: int = 50  # evaluate every N epochs (and always at the last epoch)
+    collapse: bool = True  # BE's collapse metrics on x_pen (by predictions and by true labels)
+    binarity: bool = True  # BE: bin_enc and lin_pen heads only
+    same_encoding: bool = True
+    mahalanobis: MahalanobisConfig = field(default_factory=MahalanobisConfig)
+    perturbation: PerturbationConfig = field(default_factory=PerturbationConfig)
+    ood: OODConfig = field(default_factory=OODConfig)
+    nc1: NC1Config = field(default_factory=NC1Config)
+    hyperplanes: HyperplanesConfig = field(default_factory=HyperplanesConfig)
+    store_penultimate: bool = False  # penultimate.npz with the final x_pen of train and test
+    seed: int = 0  # GMM seeds of the binarity metrics
 
 
 @dataclass
@@ -112,6 +191,7 @@ class TrainConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    activation: ActivationConfig = field(default_factory=ActivationConfig)
     name: str | None = None  # readable run name; default derived from model/head/dataset
 
 
@@ -151,6 +231,17 @@ def validate(cfg: DictConfig, num_classes: int | None = None) -> None:
            "a positive integer or null")
     _check(len(cfg.model.widths) >= 1 and all(w >= 1 for w in cfg.model.widths),
            "model.widths", list(cfg.model.widths), "a non-empty list of positive integers")
+    if cfg.model.activation == "relu_alpha":
+        a = cfg.activation
+        _check(a.granularity in ("layer", "channel"), "activation.granularity", a.granularity,
+               "layer or channel")
+        _check(a.mode in ("penalty", "anneal"), "activation.mode", a.mode, "penalty or anneal")
+        _check(0 <= a.init_alpha <= 1, "activation.init_alpha", a.init_alpha, "within [0, 1]")
+        _check(a.l1 >= 0, "activation.l1", a.l1, ">= 0")
+        _check(a.nu_step >= 0, "activation.nu_step", a.nu_step, ">= 0")
+        _check(a.oscillation_k >= 1, "activation.oscillation_k", a.oscillation_k, ">= 1")
+        _check(a.oscillation_window >= 2, "activation.oscillation_window",
+               a.oscillation_window, ">= 2")
     _check(cfg.head.name in HEADS, "head.name", cfg.head.name, f"one of {list(HEADS)}")
     _check(cfg.head.penultimate_nodes >= 1, "head.penultimate_nodes",
            cfg.head.penultimate_nodes, "a positive integer")
@@ -159,6 +250,14 @@ def validate(cfg: DictConfig, num_classes: int | None = None) -> None:
     _check(cfg.head.gamma_step >= 1, "head.gamma_step", cfg.head.gamma_step, ">= 1")
     _check(cfg.dataset.name in DATASETS, "dataset.name", cfg.dataset.name,
            f"one of {sorted(DATASETS)}")
+    d = cfg.dataset
+    _check(0 <= d.label_noise <= 1, "dataset.label_noise", d.label_noise, "within [0, 1]")
+    _check(d.classes is None or d.num_classes_subsample is None, "dataset.classes", d.classes,
+           "null when dataset.num_classes_subsample is set (choose one)")
+    _check(d.val_split is None or 0 < d.val_split < 1, "dataset.val_split", d.val_split,
+           "null or within (0, 1)")
+    _check(d.resize is None or d.resize_pad is None, "dataset.resize", d.resize,
+           "null when dataset.resize_pad is set (choose one)")
     _check(cfg.optimizer.name in OPTIMIZERS, "optimizer.name", cfg.optimizer.name,
            f"one of {list(OPTIMIZERS)}")
     lr = cfg.optimizer.lr
@@ -170,6 +269,14 @@ def validate(cfg: DictConfig, num_classes: int | None = None) -> None:
     _check(cfg.schedule.step_size >= 1, "schedule.step_size", cfg.schedule.step_size, ">= 1")
     _check(cfg.schedule.factor > 0, "schedule.factor", cfg.schedule.factor, "> 0")
     _check(cfg.metrics.every >= 1, "metrics.every", cfg.metrics.every, ">= 1")
+    for family in ("mahalanobis", "perturbation", "ood", "nc1"):
+        when = cfg.metrics[family].when
+        _check(when in WHEN, f"metrics.{family}.when", when, f"one of {list(WHEN)}")
+    _check(cfg.metrics.perturbation.samples >= 1, "metrics.perturbation.samples",
+           cfg.metrics.perturbation.samples, ">= 1")
+    ood = cfg.metrics.ood.dataset
+    _check(ood is None or ood in DATASETS, "metrics.ood.dataset", ood,
+           f"null or one of {sorted(DATASETS)}")
     _check(cfg.logger.name in LOGGERS, "logger.name", cfg.logger.name, f"one of {list(LOGGERS)}")
     _check(cfg.logger.mode in LOGGER_MODES, "logger.mode", cfg.logger.mode,
            f"one of {list(LOGGER_MODES)}")

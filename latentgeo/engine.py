@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,10 +19,18 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from latentgeo.data import DataBundle, TensorLoader
-from latentgeo.metrics.features import collect_features
-from latentgeo.metrics.suite import evaluation_metrics, histogram_arrays
+from latentgeo.data.loader import normalize
+from latentgeo.metrics import suite
 from latentgeo.models import Classifier
-from latentgeo.records import RunRecord, atomic_write_bytes
+from latentgeo.models.relu_alpha import (
+    OscillationTracker,
+    alpha_l1,
+    alpha_stats,
+    anneal_step,
+    current_alphas,
+    relu_alpha_modules,
+)
+from latentgeo.records import RunRecord, atomic_write_bytes, atomic_write_json
 
 SPLITS = ("train", "test")
 
@@ -73,12 +82,18 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, base_lr: float, factor: 
 
 
 def build_optimizer(cfg, model: Classifier) -> torch.optim.Optimizer:
-    """adamw / adam / sgd; the output layer is its own group (BE keeps it at the base LR)."""
+    """adamw / adam / sgd; the output layer is its own group (BE keeps it at the base LR);
+    ReLU_α parameters get no weight decay (it would act as a hidden extra penalty on α)."""
     output_ids = {id(p) for p in model.output_parameters()}
+    alpha_ids = {id(p) for _, m in relu_alpha_modules(model) for p in m.parameters()}
     groups = [
-        {"params": [p for p in model.parameters() if id(p) not in output_ids], "name": "body"},
+        {"params": [p for p in model.parameters() if id(p) not in output_ids | alpha_ids],
+         "name": "body"},
         {"params": [p for p in model.parameters() if id(p) in output_ids], "name": "output"},
     ]
+    if alpha_ids:
+        groups.append({"params": [p for p in model.parameters() if id(p) in alpha_ids],
+                       "name": "alpha", "weight_decay": 0.0})
     opt = cfg.optimizer
     if opt.name == "adamw":
         return torch.optim.AdamW(groups, lr=opt.lr, weight_decay=opt.weight_decay)
@@ -99,6 +114,39 @@ def loss_terms(logits: Tensor, x_pen: Tensor, y: Tensor, gamma: float | None) ->
     if gamma is not None:
         loss = loss + gamma * x_pen.pow(2).mean()
     return loss
+
+
+class ReluAlphaHooks:
+    """What a model with ReLU_α sites adds to the loop: the L1 penalty on α (penalty mode),
+    ν annealing / projection after every step, α statistics every epoch, and freezing
+    oscillating α's out of the penalty (``activation.freeze_oscillating``)."""
+
+    def __init__(self, activation_cfg, model: nn.Module) -> None:
+        self.cfg = activation_cfg
+        self.model = model
+        self.tracker = (OscillationTracker(activation_cfg.oscillation_k,
+                                           activation_cfg.oscillation_window)
+                        if activation_cfg.freeze_oscillating else None)
+
+    def penalty(self) -> Tensor:
+        if self.cfg.mode != "penalty" or self.cfg.l1 == 0:
+            return torch.zeros(())
+        frozen = self.tracker.frozen if self.tracker is not None else None
+        return self.cfg.l1 * alpha_l1(self.model, skip=frozen)
+
+    def after_step(self) -> None:
+        anneal_step(self.model, self.cfg.nu_step)
+
+    def epoch_end(self, epoch: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for site, stats in alpha_stats(self.model).items():
+            out[f"alpha/{site}"] = stats["mean"]
+            out.update({f"alpha/{site}/{k}": v for k, v in stats.items() if k != "mean"})
+        if self.tracker is not None:
+            newly = self.tracker.update(epoch, current_alphas(self.model))
+            if newly:
+                out["alpha/frozen"] = sorted(newly)
+        return out
 
 
 # ---------------------------------------------------------------------------- state
@@ -153,9 +201,19 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 class Loaders:
     train: TensorLoader  # shuffled, augmented when dataset.augment
     eval: dict[str, TensorLoader]  # fixed order, no augmentation
+    probe_images: Tensor | None = None  # DeepFool's fixed random test sample, normalised
+    ood: TensorLoader | None = None  # metrics.ood.dataset, in the in-dataset's shape/stats
+
+    def eval_inputs(self) -> suite.EvalInputs:
+        return suite.EvalInputs(
+            splits={name: loader.epoch for name, loader in self.eval.items()},
+            probe_images=self.probe_images,
+            ood=self.ood.epoch if self.ood is not None else None,
+        )
 
 
-def make_loaders(cfg, data: DataBundle, device: torch.device) -> Loaders:
+def make_loaders(cfg, data: DataBundle, device: torch.device, ood: DataBundle | None = None
+                 ) -> Loaders:
     def loader(split, **kw) -> TensorLoader:
         return TensorLoader(split, data.mean, data.std, device=device, **kw)
 
@@ -163,27 +221,60 @@ def make_loaders(cfg, data: DataBundle, device: torch.device) -> Loaders:
                    augment=cfg.dataset.augment, seed=cfg.trainer.seed)
     evals = {
         name: loader(getattr(data, name), batch_size=cfg.trainer.eval_batch_size)
-        for name in SPLITS
+        for name in SPLITS + ("val",) if getattr(data, name) is not None
     }
-    return Loaders(train, evals)
+    probe = None
+    if cfg.metrics.perturbation.when != "off":
+        generator = torch.Generator().manual_seed(cfg.trainer.seed)
+        count = min(cfg.metrics.perturbation.samples, len(data.test))
+        index = torch.randperm(len(data.test), generator=generator)[:count]
+        probe = normalize(data.test.x[index].to(device), data.mean.to(device),
+                          data.std.to(device))
+    ood_loader = None
+    if ood is not None:
+        ood_loader = loader(ood.test, batch_size=cfg.trainer.eval_batch_size)
+    return Loaders(train, evals, probe, ood_loader)
 
 
-def train_epoch(model: Classifier, loader: TensorLoader, optimizer: torch.optim.Optimizer,
-                epoch: int, gamma: float | None, bar: tqdm | None) -> dict[str, float]:
+# (model, x, y) -> (loss, number of correct predictions); every training loop uses one.
+LossFn = Callable[[nn.Module, Tensor, Tensor], tuple[Tensor, Tensor]]
+
+
+def classifier_loss(gamma: float | None, penalty: Callable[[], Tensor] | None = None) -> LossFn:
+    """The main run's loss: CE (+ γ·mean(x_pen²) for bin_enc) (+ an extra penalty term)."""
+
+    def loss_fn(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        logits, x_pen = model(x)
+        loss = loss_terms(logits.float(), x_pen.float(), y, gamma)
+        if penalty is not None:
+            loss = loss + penalty()
+        return loss, (logits.detach().argmax(1) == y).sum()
+
+    return loss_fn
+
+
+def train_epoch(model: nn.Module, loader: TensorLoader, optimizer: torch.optim.Optimizer,
+                epoch: int, loss_fn: LossFn, bar: tqdm | None = None,
+                after_step: Callable[[], None] | None = None,
+                autocast_dtype: torch.dtype | None = None) -> dict[str, float]:
     """One pass over the shuffled train split. Loss and hits accumulate on the device; the
     host reads them only every ``REFRESH`` steps (for the progress bar) and at the end."""
     model.train()
+    device_type = loader.device.type
     loss_sum = torch.zeros((), device=loader.device)
     hits = torch.zeros((), device=loader.device, dtype=torch.long)
     seen = 0
     for step, (x, y) in enumerate(loader.epoch(epoch), 1):
-        logits, x_pen = model(x)
-        loss = loss_terms(logits, x_pen, y, gamma)
+        with torch.autocast(device_type, dtype=autocast_dtype or torch.bfloat16,
+                            enabled=autocast_dtype is not None):
+            loss, correct = loss_fn(model, x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if after_step is not None:
+            after_step()
         loss_sum += loss.detach() * len(y)
-        hits += (logits.detach().argmax(1) == y).sum()
+        hits += correct
         seen += len(y)
         if bar is not None:
             bar.update(1)
@@ -199,29 +290,49 @@ def train_epoch(model: Classifier, loader: TensorLoader, optimizer: torch.optim.
 REFRESH = 20  # progress-bar refresh interval in steps (one host sync each)
 
 
-def evaluate(cfg, model: Classifier, loaders: Loaders, epoch: int, last: bool
+def evaluate(cfg, model: Classifier, loaders: Loaders, last: bool
              ) -> tuple[dict[str, Any], dict[str, Any]]:
     """One feature pass per split feeding every metric; returns (metrics, features)."""
-    features = {name: collect_features(model, loader.epoch()) for name, loader in
-                loaders.eval.items()}
-    return evaluation_metrics(cfg.metrics, model, features, epoch=epoch, last=last), features
+    return suite.evaluate(cfg, model, loaders.eval_inputs(), last)
+
+
+def save_penultimate(path, features: dict[str, Any]) -> None:
+    """penultimate.npz: final x_pen, labels and predictions of every evaluated split."""
+    import io
+
+    arrays = {}
+    for split, f in features.items():
+        arrays[f"{split}_x_pen"] = f.x_pen.numpy()
+        arrays[f"{split}_labels"] = f.labels.numpy()
+        arrays[f"{split}_preds"] = f.preds.numpy()
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def fit(cfg, data: DataBundle, model: Classifier, record: RunRecord, device: torch.device,
-        sink=None) -> None:
+        sink=None, ood: DataBundle | None = None) -> None:
     """Train ``model`` for ``trainer.epochs`` epochs, resuming from ``last.pt`` if present."""
     trainer = cfg.trainer
     optimizer = build_optimizer(cfg, model)
-    loaders = make_loaders(cfg, data, device)
+    loaders = make_loaders(cfg, data, device, ood)
+    alphas = ReluAlphaHooks(cfg.activation, model) if relu_alpha_modules(model) else None
     start_epoch = 0
     if record.last_checkpoint.is_file():
         state = load_checkpoint(record.last_checkpoint, device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"])
+        if alphas is not None and alphas.tracker is not None:
+            alphas.tracker.load_state_dict(state["oscillation"])
         start_epoch = state["epoch"]
+        init_state = load_checkpoint(record.checkpoints / "init.pt", device)["model"]
     else:
-        save_checkpoint(record.checkpoints / "init.pt", {"epoch": 0, "model": model.state_dict()})
+        init_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        save_checkpoint(record.checkpoints / "init.pt", {"epoch": 0, "model": init_state})
+        weights, _ = suite.weight_metrics(cfg, model, init_state)
+        if weights:  # epoch 0: the data-free statistics of the initialisation
+            record.log({"epoch": 0, "step": 0, **weights})
     steps_per_epoch = len(loaders.train)
     bar = tqdm(total=trainer.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
                disable=not trainer.progress, unit="step", dynamic_ncols=True, leave=False)
@@ -236,16 +347,31 @@ def fit(cfg, data: DataBundle, model: Classifier, record: RunRecord, device: tor
             event: dict[str, Any] = {"epoch": epoch, "step": epoch * steps_per_epoch, "lr": lr}
             if gamma is not None:
                 event["gamma"] = gamma
-            event.update(train_epoch(model, loaders.train, optimizer, epoch, gamma, bar))
+            loss_fn = classifier_loss(gamma, alphas.penalty if alphas else None)
+            event.update(train_epoch(model, loaders.train, optimizer, epoch, loss_fn, bar,
+                                     after_step=alphas.after_step if alphas else None))
             event["time/epoch_s"] = time.perf_counter() - tic
+            if alphas is not None:
+                event.update(alphas.epoch_end(epoch))
             last = epoch == trainer.epochs
+            weights, projections = suite.weight_metrics(cfg, model, init_state)
+            event.update(weights)
             if epoch % cfg.metrics.every == 0 or last:
                 tic = time.perf_counter()
-                metrics, features = evaluate(cfg, model, loaders, epoch, last)
+                metrics, features = evaluate(cfg, model, loaders, last)
                 event.update(metrics)
                 event["time/eval_s"] = time.perf_counter() - tic
                 if sink is not None and cfg.logger.histograms:
-                    sink.log_histograms(histogram_arrays(features), step=event["step"])
+                    sink.log_histograms(suite.histogram_arrays(features), step=event["step"])
+                if last and cfg.metrics.store_penultimate:
+                    save_penultimate(record.dir / "penultimate.npz", features)
+            if last and projections:
+                atomic_write_json(record.dir / "hyperplanes.json", projections)
+                if sink is not None and cfg.logger.histograms:
+                    sink.log_histograms({f"hyperplanes/{layer['name']}/projections":
+                                         np.asarray(layer["projections"])
+                                         for layer in projections["layers"]},
+                                        step=event["step"])
                 bar.write(f"epoch {epoch}/{trainer.epochs}  "
                           f"train acc {event['train/accuracy']:.4f}  "
                           f"test acc {event['test/accuracy']:.4f}  lr {lr:.3g}"
@@ -255,6 +381,8 @@ def fit(cfg, data: DataBundle, model: Classifier, record: RunRecord, device: tor
                 sink.log(event, step=event["step"])
             checkpoint = {"epoch": epoch, "model": model.state_dict(),
                           "optimizer": optimizer.state_dict(), "rng": rng_state()}
+            if alphas is not None and alphas.tracker is not None:
+                checkpoint["oscillation"] = alphas.tracker.state_dict()
             if epoch in trainer.snapshot_epochs:
                 save_checkpoint(record.checkpoints / f"epoch_{epoch:04d}.pt",
                                 {"epoch": epoch, "model": checkpoint["model"]})

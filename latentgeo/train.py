@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from latentgeo.config import ConfigError, register_configs, to_container, validate
 from latentgeo.data import DatasetUnavailable, load_dataset
+from latentgeo.data.datasets import load_ood
 from latentgeo.engine import fit, seed_everything
 from latentgeo.models import build_model
 from latentgeo.records import RunRecord, read_metrics, scrub_secrets, summarize
@@ -101,6 +102,8 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> dict:
         validate(cfg)
         data = load_dataset(cfg.dataset)
         validate(cfg, num_classes=data.num_classes)
+        ood_name = cfg.metrics.ood.dataset
+        ood = load_ood(ood_name, cfg.dataset, data.input_shape) if ood_name else None
         set_threads(cfg.trainer.num_threads)
         seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
         device = select_device(cfg.trainer.device)
@@ -113,7 +116,7 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> dict:
                 init_timeout=cfg.logger.init_timeout)
         if resumed_epoch:
             print(f"resuming {run_dir} from epoch {resumed_epoch}")
-        fit(cfg, data, model, record, device, sink)
+        fit(cfg, data, model, record, device, sink, ood)
         summary = summarize(read_metrics(record.metrics_path))
         record.finish_ok(summary)
     except BaseException as error:

@@ -241,11 +241,14 @@ def test_broken_run_dirs_are_reported_not_fatal(tmp_path: Path) -> None:
 
     write_run(tmp_path / "3", "bin_enc", 1, 1e-4, summary={"test/accuracy": None})
     write_run(tmp_path / "4", "bin_enc", 1, 2e-4, summary={"test/accuracy": 0.5})
+    write_run(tmp_path / "5", "bin_enc", 1, 4e-4, summary={"test/accuracy": 0.9})
+    (tmp_path / "5" / "config.yaml").unlink()  # no LR / seed / variant: cannot be selected
     result = agg.aggregate(agg.load_runs(tmp_path))
     (only,) = result.variants
     assert [s.run for s in only.selected] == ["4"]
     assert only.excluded_runs["3"] == "ok: no finite test/accuracy in summary.json"
     assert only.excluded_runs["0"] == "missing: no status.json"
+    assert only.excluded_runs["5"] == "ok: no config.yaml"
     assert only.seeds == [0, 1] and only.missing_seeds == [0]
 
 

@@ -67,7 +67,8 @@ def test_bin_enc_loss_is_cross_entropy_plus_gamma_mean_square_by_hand():
 def test_every_head_trains_end_to_end(head, tmp_path):
     cfg = compose_cfg(TINY + [f"head={head}", "trainer.epochs=4"])
     summary = train(cfg, tmp_path / head)
-    events = read_metrics(tmp_path / head / "metrics.jsonl")
+    initial, *events = read_metrics(tmp_path / head / "metrics.jsonl")
+    assert initial["epoch"] == 0 and "hyperplanes/net/mean" in initial  # data-free, at init
     assert [e["epoch"] for e in events] == [1, 2, 3, 4]
     assert read_json(tmp_path / head / "status.json")["state"] == "ok"
     # learning happened: running loss falls and the final test accuracy beats chance (0.1)

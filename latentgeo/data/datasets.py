@@ -44,6 +44,7 @@ class DataBundle:
     num_classes: int
     mean: Tensor  # float32 [C], per channel on the [0, 1] scale, from the train split
     std: Tensor  # float32 [C], population std (np.std), from the train split
+    val: Split | None = None  # held out from train by dataset.val_split
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -231,9 +232,62 @@ def _torchvision_loader(name: str) -> Callable[..., DataBundle]:
     return load
 
 
+def load_szt_bundle(name: str, root: str | None) -> DataBundle:
+    """Schwartz-Ziv & Tishby's 12-bit set as 1x1x12 images with pixels 0/255 (so that the
+    loader's /255 gives the bits); train = test = all 4096 patterns, as TH does. ``szt`` reads
+    the original labels from dataset.root; ``szt_synthetic`` uses a documented offline rule."""
+    from latentgeo.data import szt
+
+    if name == "szt":
+        try:
+            x, y = szt.load_szt(Path(root).expanduser() if root else default_root())
+        except FileNotFoundError as error:
+            raise DatasetUnavailable(f"dataset.name='szt': {error}") from error
+    else:
+        x, y = szt.szt_inputs(), szt.szt_synthetic_labels()
+    images = (x.to(torch.uint8) * 255).view(-1, 1, 1, x.shape[1])
+    split = Split(images, y.to(torch.int64))
+    return _bundle(name, split, split, 2)
+
+
 DATASETS: dict[str, Callable[..., DataBundle]] = {
+    "szt": lambda cfg: load_szt_bundle("szt", cfg.root),
+    "szt_synthetic": lambda cfg: load_szt_bundle("szt_synthetic", cfg.root),
     **{name: _torchvision_loader(name) for name in TORCHVISION},
     "digits": lambda cfg: load_digits(cfg.image_size, cfg.channels, cfg.seed),
     "synthetic": lambda cfg: load_synthetic(cfg.image_size, cfg.channels, cfg.num_classes,
                                             cfg.train_size, cfg.test_size, cfg.seed),
 }
+
+
+def match_shape(split: Split, input_shape: tuple[int, int, int]) -> Split:
+    """Bring another data set's images to ``(C, H, W)``: bilinear resize, and channels
+    repeated (1 -> C) or averaged (C -> 1). Used for OOD sets (e.g. mnist vs fashion_mnist)."""
+    channels, height, width = input_shape
+    x = split.x
+    if x.shape[1] != channels:
+        if x.shape[1] == 1:
+            x = x.expand(-1, channels, -1, -1)
+        elif channels == 1:
+            x = x.float().mean(1, keepdim=True).round().to(torch.uint8)
+        else:
+            raise ValueError(f"cannot map {x.shape[1]} channels to {channels}")
+    if tuple(x.shape[2:]) != (height, width):
+        x = torch.nn.functional.interpolate(x.float(), size=(height, width), mode="bilinear",
+                                            align_corners=False, antialias=True)
+        x = x.round().clamp(0, 255).to(torch.uint8)
+    return Split(x.contiguous(), split.y)
+
+
+def load_ood(name: str, in_cfg, input_shape: tuple[int, int, int]) -> DataBundle:
+    """The OOD data set ``name`` (its test split), shaped like the in-distribution inputs."""
+    from types import SimpleNamespace
+
+    channels, height, _ = input_shape
+    cfg = SimpleNamespace(name=name, root=in_cfg.root, download=in_cfg.download,
+                          image_size=height, channels=channels, num_classes=in_cfg.num_classes,
+                          train_size=in_cfg.train_size, test_size=in_cfg.test_size,
+                          seed=in_cfg.seed + 1)
+    ood = DATASETS[name](cfg)
+    test = match_shape(ood.test, input_shape)
+    return DataBundle(name, test, test, ood.num_classes, ood.mean, ood.std)

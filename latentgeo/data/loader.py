@@ -82,11 +82,11 @@ class TensorLoader:
             torch.randperm(n, generator=generator, device=self.device) if self.shuffle else None
         )
         for start in range(0, n, self.batch_size):
+            stop = start + self.batch_size
             if order is None:
-                xb, yb = self.x[start : start + self.batch_size], self.y[start : start + self.batch_size]
+                xb, yb = self.x[start:stop], self.y[start:stop]
             else:
-                idx = order[start : start + self.batch_size]
-                xb, yb = self.x[idx], self.y[idx]
+                xb, yb = self.x[order[start:stop]], self.y[order[start:stop]]
             xb = normalize(xb, self.mean, self.std)
             if self.augment:
                 xb = random_crop_flip(xb, generator)

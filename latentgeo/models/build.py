@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from latentgeo.models.activations import make_activation
 from latentgeo.models.base import MODELS, ActivationFactory, BackboneSpec, Classifier, Head
+from latentgeo.models.relu_alpha import relu_alpha_factory
 
 
 def activation_factory(cfg) -> ActivationFactory:
     """``model.activation`` (and the ``activation`` node for relu_alpha) -> factory."""
+    if cfg.model.activation == "relu_alpha":
+        a = cfg.activation
+        return relu_alpha_factory(a.granularity, a.mode, a.init_alpha, a.init_nu)
     return make_activation(cfg.model.activation)
 
 
