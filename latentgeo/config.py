@@ -179,6 +179,11 @@ class TrainerConfig:
     snapshot_epochs: list[int] = field(default_factory=list)  # checkpoints/epoch_XXXX.pt
     resume: bool = True  # continue from checkpoints/last.pt when the run dir has one
     progress: bool = True  # progress bar with ETA and live loss / accuracy
+    # speed switches (benchmarks/switches.py measures them): all off by default, since on CPU
+    # bf16 autocast is 6-65x slower and compile costs 18-50 s per model for no gain
+    channels_last: bool = False  # NHWC memory format for conv nets
+    precision: str = "32"  # 32 | bf16 (autocast for the training step; metrics stay float32)
+    compile: str = "false"  # false | default | max-autotune (torch.compile mode)
 
 
 @dataclass
@@ -284,6 +289,10 @@ def validate(cfg: DictConfig, num_classes: int | None = None) -> None:
     _check(cfg.trainer.batch_size >= 1, "trainer.batch_size", cfg.trainer.batch_size, ">= 1")
     _check(cfg.trainer.eval_batch_size >= 1, "trainer.eval_batch_size",
            cfg.trainer.eval_batch_size, ">= 1")
+    _check(cfg.trainer.precision in ("32", "bf16"), "trainer.precision", cfg.trainer.precision,
+           "32 or bf16")
+    _check(cfg.trainer.compile in ("false", "default", "max-autotune"), "trainer.compile",
+           cfg.trainer.compile, "false, default or max-autotune")
     device = cfg.trainer.device
     _check(device in ("auto", "cpu", "cuda") or device.startswith("cuda:"), "trainer.device",
            device, "auto, cpu, cuda or cuda:N")

@@ -149,6 +149,37 @@ class ReluAlphaHooks:
         return out
 
 
+def apply_switches(trainer, model: nn.Module, loaders: Loaders) -> tuple[nn.Module, float | None]:
+    """channels_last (model and batches) and torch.compile; returns the module to train and,
+    when compiled, the compile time. Evaluation always uses the eager ``model`` in float32."""
+    if trainer.channels_last:
+        model.to(memory_format=torch.channels_last)
+        for loader in (loaders.train, *loaders.eval.values()):
+            loader.channels_last = True
+    if trainer.compile == "false":
+        return model, None
+    compiled = torch.compile(model, mode=trainer.compile)
+    return compiled, warm_up(compiled, model, loaders.train, trainer.precision)
+
+
+def warm_up(compiled: nn.Module, model: nn.Module, loader: TensorLoader, precision: str) -> float:
+    """Compile now (forward + backward on one batch) so compile time stays out of the epoch
+    times; weights, BN statistics, gradients and the RNG are left exactly as they were."""
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    x, y = next(iter(loader.epoch(0)))
+    tic = time.perf_counter()
+    model.train()
+    with torch.autocast(loader.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        loss, _ = classifier_loss(None)(compiled, x, y)
+    loss.backward()
+    seconds = time.perf_counter() - tic
+    model.zero_grad(set_to_none=True)
+    model.load_state_dict(state)
+    torch.set_rng_state(rng)
+    return seconds
+
+
 # ---------------------------------------------------------------------------- state
 
 
@@ -296,6 +327,21 @@ def evaluate(cfg, model: Classifier, loaders: Loaders, last: bool
     return suite.evaluate(cfg, model, loaders.eval_inputs(), last)
 
 
+def alpha_trajectories(events: list[dict[str, Any]]) -> dict[str, dict[str, list]]:
+    """``alpha.json``: per ReLU_α site, α statistics vs epoch, from the run's events."""
+    trajectories: dict[str, dict[str, list]] = {}
+    for event in events:
+        for key, value in event.items():
+            if not key.startswith("alpha/") or key == "alpha/frozen":
+                continue
+            site, _, stat = key[len("alpha/"):].partition("/")
+            entry = trajectories.setdefault(site, {"epochs": []})
+            if not stat:
+                entry["epochs"].append(event["epoch"])
+            entry.setdefault(stat or "mean", []).append(value)
+    return trajectories
+
+
 def save_penultimate(path, features: dict[str, Any]) -> None:
     """penultimate.npz: final x_pen, labels and predictions of every evaluated split."""
     import io
@@ -317,6 +363,8 @@ def fit(cfg, data: DataBundle, model: Classifier, record: RunRecord, device: tor
     optimizer = build_optimizer(cfg, model)
     loaders = make_loaders(cfg, data, device, ood)
     alphas = ReluAlphaHooks(cfg.activation, model) if relu_alpha_modules(model) else None
+    train_model, compile_s = apply_switches(trainer, model, loaders)
+    autocast_dtype = torch.bfloat16 if trainer.precision == "bf16" else None
     start_epoch = 0
     if record.last_checkpoint.is_file():
         state = load_checkpoint(record.last_checkpoint, device)
@@ -348,9 +396,12 @@ def fit(cfg, data: DataBundle, model: Classifier, record: RunRecord, device: tor
             if gamma is not None:
                 event["gamma"] = gamma
             loss_fn = classifier_loss(gamma, alphas.penalty if alphas else None)
-            event.update(train_epoch(model, loaders.train, optimizer, epoch, loss_fn, bar,
-                                     after_step=alphas.after_step if alphas else None))
+            event.update(train_epoch(train_model, loaders.train, optimizer, epoch, loss_fn, bar,
+                                     after_step=alphas.after_step if alphas else None,
+                                     autocast_dtype=autocast_dtype))
             event["time/epoch_s"] = time.perf_counter() - tic
+            if compile_s is not None and epoch == start_epoch + 1:
+                event["time/compile_s"] = compile_s  # excluded from time/epoch_s
             if alphas is not None:
                 event.update(alphas.epoch_end(epoch))
             last = epoch == trainer.epochs

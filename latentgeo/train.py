@@ -19,9 +19,15 @@ from omegaconf import DictConfig, OmegaConf
 from latentgeo.config import ConfigError, register_configs, to_container, validate
 from latentgeo.data import DatasetUnavailable, load_dataset
 from latentgeo.data.datasets import load_ood
-from latentgeo.engine import fit, seed_everything
+from latentgeo.engine import alpha_trajectories, fit, seed_everything
 from latentgeo.models import build_model
-from latentgeo.records import RunRecord, read_metrics, scrub_secrets, summarize
+from latentgeo.records import (
+    RunRecord,
+    atomic_write_json,
+    read_metrics,
+    scrub_secrets,
+    summarize,
+)
 from latentgeo.tracking import WandbSink
 
 # Keys that do not change what a run computes: excluded from the run-dir hash (conf/train.yaml)
@@ -117,7 +123,10 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> dict:
         if resumed_epoch:
             print(f"resuming {run_dir} from epoch {resumed_epoch}")
         fit(cfg, data, model, record, device, sink, ood)
-        summary = summarize(read_metrics(record.metrics_path))
+        events = read_metrics(record.metrics_path)
+        if cfg.model.activation == "relu_alpha":
+            atomic_write_json(run_dir / "alpha.json", alpha_trajectories(events))
+        summary = summarize(events)
         record.finish_ok(summary)
     except BaseException as error:
         reason = f"{type(error).__name__}: {error}"

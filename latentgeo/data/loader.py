@@ -66,6 +66,7 @@ class TensorLoader:
         self.shuffle = shuffle
         self.augment = augment
         self.seed = seed
+        self.channels_last = False  # yield NHWC batches (trainer.channels_last)
 
     def __len__(self) -> int:
         return (len(self.y) + self.batch_size - 1) // self.batch_size
@@ -90,6 +91,8 @@ class TensorLoader:
             xb = normalize(xb, self.mean, self.std)
             if self.augment:
                 xb = random_crop_flip(xb, generator)
+            if self.channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
             yield xb, yb
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:

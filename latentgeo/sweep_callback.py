@@ -1,0 +1,120 @@
+"""End every multirun with one table of its jobs, read from their ``status.json``.
+
+Registered in ``conf/train.yaml`` under ``hydra.callbacks``. The table lists
+``job, state, reason, run dir`` for every ``<sweep_dir>/<job_num>/`` and ends with
+``N ok, M failed, K other``. ``status.json`` is the truth: Slurm may say COMPLETED for a job whose
+run failed, and a job cancelled before it started has no run dir at all (shown as ``missing``).
+
+Why an ``atexit`` hook as well as ``on_multirun_end``: in hydra-core 1.3 the sweeper reads every
+job's ``JobReturn.return_value`` (``BasicSweeper.sweep``), which re-raises the first failed
+job's exception; ``Hydra.multirun`` then never reaches ``callbacks.on_multirun_end`` and
+``run_and_report`` prints the error and calls ``sys.exit(1)``. The hook registered in
+``on_multirun_start`` prints the summary on that way out (after Hydra's error, so the summary is
+still the last thing the driver prints); ``on_multirun_end`` unregisters it and prints the
+summary itself. ``on_job_end`` would not do: with submitit it runs inside the job, not the driver.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+REASON_WIDTH = 100  # characters of the failure reason shown in the table (status.json has it all)
+
+
+def expected_job_count(config: DictConfig) -> int | None:
+    """How many jobs Hydra's basic sweeper launches for ``config``; None for other sweepers.
+
+    Same expansion as ``BasicSweeper.sweep``: ``hydra.sweeper.params`` then the command line,
+    a later value of a key replacing an earlier one, cartesian product over the keys.
+    """
+    try:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        if not str(config.hydra.sweeper.get("_target_", "")).endswith(".BasicSweeper"):
+            return None
+        params = config.hydra.sweeper.get("params") or {}
+        arguments = [f"{key}={value}" for key, value in params.items()]
+        arguments += list(config.hydra.overrides.task)
+        overrides = OverridesParser.create().parse_overrides(arguments)
+        return sum(len(batch) for batch in BasicSweeper.split_arguments(overrides, None))
+    except Exception:  # glob() sweeps need the config loader; a summary must never fail a sweep
+        return None
+
+
+def job_states(sweep_dir: Path, expected: int | None = None) -> list[dict[str, Any]]:
+    """One row per job dir ``<sweep_dir>/<n>/`` (and per expected job that has none)."""
+    sweep_dir = Path(sweep_dir)
+    found = {int(p.name): p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()} \
+        if sweep_dir.is_dir() else {}
+    numbers = sorted(set(found) | set(range(expected or 0)))
+    rows = []
+    for number in numbers:
+        run_dir = found.get(number, sweep_dir / str(number))
+        status_path = run_dir / "status.json"
+        if not run_dir.is_dir():
+            state, reason = "missing", "no run dir (the job never started)"
+        elif not status_path.is_file():
+            state, reason = "missing", "no status.json (the job never reached training)"
+        else:
+            try:
+                status = json.loads(status_path.read_text())
+                state, reason = str(status.get("state")), status.get("reason")
+            except (OSError, ValueError, AttributeError) as error:
+                state, reason = "unreadable", f"status.json: {error}"
+        rows.append({"job": number, "state": state, "reason": reason, "run_dir": str(run_dir)})
+    return rows
+
+
+def format_summary(sweep_dir: Path, rows: list[dict[str, Any]]) -> str:
+    """The table and the closing ``N ok, M failed, K other`` line."""
+    def short(reason: Any) -> str:
+        text = str(reason).strip().splitlines()[0] if reason else "-"
+        return text if len(text) <= REASON_WIDTH else text[: REASON_WIDTH - 3] + "..."
+
+    table = [("job", "state", "reason", "run dir")]
+    table += [(str(r["job"]), r["state"], short(r["reason"]), r["run_dir"]) for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(3)]
+    lines = [f"sweep summary: {sweep_dir} (from each job's status.json)"]
+    lines += ["  ".join(cell.ljust(width) for cell, width in zip(line[:3], widths)) + "  " + line[3]
+              for line in table]
+    ok = sum(r["state"] == "ok" for r in rows)
+    failed = sum(r["state"] == "failed" for r in rows)
+    lines.append(f"{ok} ok, {failed} failed, {len(rows) - ok - failed} other")
+    lines.append(f"details and best LR per seed: python -m latentgeo.aggregate {sweep_dir}")
+    return "\n".join(lines)
+
+
+class SweepSummary(Callback):
+    """Print the sweep's job table when the multirun driver ends, however it ends."""
+
+    def __init__(self) -> None:
+        self.sweep_dir: Path | None = None
+        self.expected: int | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.sweep_dir = Path(str(config.hydra.sweep.dir))
+        self.expected = expected_job_count(config)
+        atexit.register(self._print_summary)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        atexit.unregister(self._print_summary)
+        rows = self._print_summary()
+        if any(row["state"] != "ok" for row in rows):
+            # every job returned, yet not every run is ok: still a failed sweep
+            raise SystemExit(1)  # BaseException: Hydra's callback wrapper lets it through
+
+    def _print_summary(self) -> list[dict[str, Any]]:
+        if self.sweep_dir is None:
+            return []
+        rows = job_states(self.sweep_dir, self.expected)
+        sys.stderr.flush()
+        print(format_summary(self.sweep_dir, rows), flush=True)
+        return rows

@@ -1,0 +1,404 @@
+"""Sweeps as users launch them: submitit_local, the sweep id, real Slurm, the sweep presets.
+
+The Slurm tests (marker ``slurm``) start a single-node Slurm with sweeps/local_slurm/up.sh and
+stop it afterwards; they are skipped, with the reason, where that cannot work (not root, Slurm
+not installable), unless LATENTGEO_REQUIRE_SLURM=1 turns the skip into a failure (CI).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf, open_dict, read_write
+
+import latentgeo.train
+from latentgeo import aggregate
+from latentgeo.config import validate
+from latentgeo.records import read_json, read_metrics
+from latentgeo.sweep_callback import expected_job_count, format_summary, job_states
+from tests.conftest import REPO, TINY, run_cli
+
+LOCAL_SLURM = REPO / "sweeps" / "local_slurm"
+PRESETS = sorted(p.stem for p in (REPO / "conf" / "sweep").glob("*.yaml"))
+BE_VARIANTS = {  # BE §1.6: the 7 variants of run_slurm_jobs.sh -> (head, P or None, dropout)
+    "bin_enc": ("bin_enc", None, False), "bin_enc_p512": ("bin_enc", 512, False),
+    "no_pen": ("no_pen", None, False), "no_pen_dropout": ("no_pen", None, True),
+    "lin_pen": ("lin_pen", None, False), "lin_pen_dropout": ("lin_pen", None, True),
+    "nonlin_pen": ("nonlin_pen", None, False),
+}
+
+
+def sweep_dirs(outputs: Path) -> list[Path]:
+    root = outputs / "sweeps"
+    return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+
+def only_sweep_dir(outputs: Path) -> Path:
+    (sweep_dir,) = sweep_dirs(outputs)
+    return sweep_dir
+
+
+def job_config(run_dir: Path) -> dict:
+    return OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
+
+
+def comparable_events(run_dir: Path) -> list[dict]:
+    return [{k: v for k, v in e.items() if not k.startswith("time/")}
+            for e in read_metrics(run_dir / "metrics.jsonl")]
+
+
+def summary_line(ok: int, failed: int, other: int) -> str:
+    return f"{ok} ok, {failed} failed, {other} other"
+
+
+# ----------------------------------------------------------------------------- summary callback
+
+
+def test_job_states_read_status_json_and_count_jobs_that_never_started(tmp_path):
+    for number, status in ((0, {"state": "ok", "reason": None}),
+                           (1, {"state": "failed", "reason": "DatasetUnavailable: gone\nmore"}),
+                           (3, None)):  # 3: a job dir without status.json
+        (tmp_path / str(number)).mkdir()
+        if status:
+            (tmp_path / str(number) / "status.json").write_text(json.dumps(status))
+    (tmp_path / ".submitit").mkdir()  # not a job
+    rows = job_states(tmp_path, expected=5)  # job 2 and job 4 never got a dir
+    assert [(r["job"], r["state"]) for r in rows] == [
+        (0, "ok"), (1, "failed"), (2, "missing"), (3, "missing"), (4, "missing")]
+    text = format_summary(tmp_path, rows)
+    assert text.splitlines()[-2] == summary_line(1, 1, 3)
+    assert "DatasetUnavailable: gone" in text and "more" not in text  # first line of the reason
+
+
+def test_expected_job_count_follows_the_basic_sweeper_expansion():
+    cfg = compose_cfg_with_hydra(["+sweep=binenc_cifar10"])
+    assert expected_job_count(cfg) == 7 * 3 * 3
+    # a command-line value replaces the preset's list for that key, as in BasicSweeper.sweep
+    # (compose() refuses sweep values, so they go where `-m` puts them: hydra.overrides.task)
+    with open_dict(cfg), read_write(cfg):
+        cfg.hydra.overrides.task.extend(["variant=bin_enc,no_pen", "trainer.seed=0"])
+    assert expected_job_count(cfg) == 2 * 3 * 1
+
+
+def compose_cfg_with_hydra(overrides: list[str]):
+    with initialize_config_module("latentgeo.conf", version_base=None):
+        return compose("train", overrides=overrides, return_hydra_config=True)
+
+
+def compose_all(jobs: list[list[str]]) -> list:
+    """The job configs of a sweep, composed in one Hydra context (one per job is ~0.4 s)."""
+    with initialize_config_module("latentgeo.conf", version_base=None):
+        return [compose("train", overrides=overrides) for overrides in jobs]
+
+
+@pytest.mark.slow
+def test_failed_job_fails_the_driver_and_the_summary_still_ends_its_output(tmp_path):
+    # P=3 < log2(10 classes): composes, starts, then fails at run time (ConfigError in train)
+    outputs = tmp_path / "out"
+    result = run_cli(["-m", *TINY, "trainer.epochs=1", "head.penultimate_nodes=6,3"],
+                     env={"LATENTGEO_OUTPUT": str(outputs)})
+    assert result.returncode == 1
+    # Hydra re-raised the job's error before on_multirun_end: the atexit path printed this
+    assert result.stdout.rstrip().splitlines()[-2] == summary_line(1, 1, 0)
+    sweep_dir = only_sweep_dir(outputs)
+    status = read_json(sweep_dir / "1" / "status.json")
+    assert status["state"] == "failed" and "head.penultimate_nodes=3" in status["reason"]
+    row = next(line for line in result.stdout.splitlines() if line.startswith("1 "))
+    assert "failed" in row and "ConfigError: head.penultimate_nodes=3" in row
+    assert row.endswith(str(sweep_dir / "1"))
+
+
+# ----------------------------------------------------------------------------- submitit_local
+
+
+@pytest.mark.slow
+def test_submitit_local_lr_sweep_gives_two_ok_runs_and_their_aggregate(tmp_path):
+    outputs = tmp_path / "out"
+    result = run_cli(["-m", "hydra/launcher=local", *TINY, "optimizer.lr=1e-3,2e-3"],
+                     env={"LATENTGEO_OUTPUT": str(outputs)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert summary_line(2, 0, 0) in result.stdout
+    sweep_dir = only_sweep_dir(outputs)
+    assert list((sweep_dir / ".submitit").iterdir())  # the jobs really went through submitit
+    runs = [sweep_dir / "0", sweep_dir / "1"]
+    assert [read_json(r / "status.json")["state"] for r in runs] == ["ok", "ok"]
+    assert [job_config(r)["optimizer"]["lr"] for r in runs] == [1e-3, 2e-3]
+    finals = [read_json(r / "summary.json")["test/accuracy"] for r in runs]
+    assert [read_metrics(r / "metrics.jsonl")[-1]["test/accuracy"] for r in runs] == finals
+
+    result = aggregate.aggregate(aggregate.load_runs(sweep_dir), sweep_dir=sweep_dir)
+    (variant,) = result.variants  # only the LR differs: one variant, one repeat
+    (chosen,) = variant.selected
+    best = max(range(2), key=lambda i: (finals[i], -i))  # ties go to the smaller LR
+    assert (chosen.run, chosen.lr, chosen.value) == (str(best), [1e-3, 2e-3][best], finals[best])
+    assert variant.metrics["test/accuracy"]["mean"] == pytest.approx(finals[best])
+    assert variant.metrics["test/accuracy"]["std"] == 0
+
+
+# ----------------------------------------------------------------------------- sweep id
+
+
+class _FrozenClock:
+    """``datetime`` stand-in whose now() never moves: both sweeps start in the same second."""
+
+    from datetime import datetime as _real
+
+    @classmethod
+    def now(cls):
+        return cls._real(2030, 1, 2, 3, 4, 5)
+
+
+def test_two_sweeps_started_in_the_same_second_get_different_dirs(monkeypatch):
+    monkeypatch.setattr(latentgeo.train, "datetime", _FrozenClock)
+    dirs = []
+    for _ in range(2):  # two driver processes: neither inherits an id
+        monkeypatch.delenv("LATENTGEO_SWEEP_ID", raising=False)
+        cfg = compose_cfg_with_hydra(["hydra/launcher=local"])
+        dirs.append(cfg.hydra.sweep.dir)
+        # the driver exports the id, so its jobs (and submitit's sbatch) resolve the same dir
+        assert os.environ["LATENTGEO_SWEEP_ID"] == Path(dirs[-1]).name
+        assert cfg.hydra.launcher.submitit_folder.startswith(dirs[-1])
+    assert dirs[0] != dirs[1]
+    assert all(Path(d).name.startswith("20300102-030405-") for d in dirs)
+
+
+@pytest.mark.slow
+def test_latentgeo_sweep_id_reenters_a_sweep_resumes_and_skips_finished_jobs(tmp_path):
+    outputs = tmp_path / "out"
+    sweep_id = "reentry-test"
+    args = ["-m", *TINY, "trainer.epochs=4", "dataset.train_size=2048", "metrics=none",
+            "optimizer.lr=1e-3,2e-3"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LATENTGEO_OUTPUT": str(outputs),
+           "LATENTGEO_SWEEP_ID": sweep_id}
+    driver = subprocess.Popen([sys.executable, "-m", "latentgeo.train", *args], cwd=REPO,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = outputs / "sweeps" / sweep_id / "0"
+    deadline = time.time() + 180
+    while time.time() < deadline and driver.poll() is None:
+        if len(read_metrics(first / "metrics.jsonl")) >= 1:
+            break
+        time.sleep(0.05)
+    assert driver.poll() is None, "the sweep ended before it could be killed"
+    driver.send_signal(signal.SIGKILL)  # the driver dies mid-sweep (basic launcher: job 0 too)
+    driver.wait()
+    assert read_json(first / "status.json")["state"] == "running"
+    assert not (outputs / "sweeps" / sweep_id / "1").exists()
+
+    again = run_cli(args, env={"LATENTGEO_OUTPUT": str(outputs), "LATENTGEO_SWEEP_ID": sweep_id})
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resuming {first} from epoch" in again.stdout
+    assert summary_line(2, 0, 0) in again.stdout
+    assert sweep_dirs(outputs) == [outputs / "sweeps" / sweep_id]  # no new sweep dir
+    assert [e["epoch"] for e in read_metrics(first / "metrics.jsonl")][-1] == 4
+
+    third = run_cli(args, env={"LATENTGEO_OUTPUT": str(outputs), "LATENTGEO_SWEEP_ID": sweep_id})
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert third.stdout.count("run already complete") == 2
+    assert summary_line(2, 0, 0) in third.stdout
+
+
+# ----------------------------------------------------------------------------- presets
+
+
+def preset_jobs(preset: str, extra: tuple[str, ...] = ()) -> list[list[str]]:
+    """Every job's overrides, expanded as Hydra's basic sweeper does."""
+    cfg = compose_cfg_with_hydra([f"+sweep={preset}", *extra])
+    params = [f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()]
+    overrides = OverridesParser.create().parse_overrides(
+        [*params, f"+sweep={preset}", *extra])
+    (batch,) = BasicSweeper.split_arguments(overrides, None)
+    return batch
+
+
+def job_value(overrides: list[str], key: str) -> str:
+    return next(o.split("=", 1)[1] for o in overrides if o.startswith(f"{key}="))
+
+
+@pytest.mark.parametrize("preset", ["binenc_cifar10", "binenc_cifar100"])
+def test_binenc_presets_expand_to_bes_63_jobs(preset):
+    nodes, classes = {"binenc_cifar10": (6, 10), "binenc_cifar100": (64, 100)}[preset]
+    jobs = preset_jobs(preset)
+    assert len(jobs) == 63
+    assert {(job_value(j, "variant"), float(job_value(j, "optimizer.lr")),
+             int(job_value(j, "trainer.seed"))) for j in jobs} == {
+        (v, lr, s) for v in BE_VARIANTS for lr in (1e-4, 2e-4, 4e-4) for s in (0, 1, 2)}
+    # jobs differ only in variant, LR and seed: compose one job per variant (0.5 s each), the
+    # last one of each so that its LR and seed overrides are checked to land too
+    last_of_variant = {job_value(j, "variant"): j for j in jobs}
+    for (variant, overrides), cfg in zip(last_of_variant.items(),
+                                         compose_all(list(last_of_variant.values()))):
+        validate(cfg, num_classes=classes)
+        head, p, dropout = BE_VARIANTS[variant]
+        assert (cfg.head.name, cfg.head.dropout_penultimate) == (head, dropout)
+        if head != "no_pen":
+            assert cfg.head.penultimate_nodes == (p or nodes)
+        assert (cfg.optimizer.lr, cfg.trainer.seed) == (4e-4, 2)
+        assert cfg.dataset.name == preset.split("_")[1] and cfg.dataset.augment
+        assert (cfg.model.name, cfg.model.activation) == ("resnet18", "silu")
+        assert (cfg.trainer.epochs, cfg.trainer.batch_size) == (800, 128)
+        assert (cfg.optimizer.name, cfg.optimizer.weight_decay) == ("adamw", 5e-4)
+        assert (cfg.head.gamma_start, cfg.head.gamma_factor, cfg.head.gamma_max) == (
+            0.01, 1.05, 1e6)
+        assert (cfg.schedule.name, cfg.schedule.start_epoch, cfg.schedule.step_size,
+                cfg.schedule.factor, cfg.schedule.keep_output_lr) == ("step", 250, 50, 0.5, True)
+        assert (cfg.metrics.every, cfg.logger.name) == (50, "wandb")
+
+
+def test_binenc_demo_preset_is_the_notebook_setup():
+    jobs = preset_jobs("binenc_demo")
+    configs = compose_all(jobs)
+    assert sorted(c.head.name for c in configs) == ["bin_enc", "lin_pen", "no_pen", "nonlin_pen"]
+    for cfg in configs:
+        validate(cfg, num_classes=10)
+        assert (cfg.dataset.name, cfg.trainer.epochs, cfg.optimizer.lr) == ("cifar10", 50, 5e-4)
+        assert (cfg.head.penultimate_nodes, cfg.head.gamma_factor) == (4, 1.3)
+        assert cfg.head.gamma_start * 1.3**50 < cfg.head.gamma_max  # never capped
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_runs_at_toy_scale(preset, tmp_path):
+    outputs = tmp_path / "out"
+    jobs = preset_jobs(preset, ("+sweep_scale=tiny",))
+    result = run_cli(["-m", f"+sweep={preset}", "+sweep_scale=tiny"],
+                     env={"LATENTGEO_OUTPUT": str(outputs)}, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert summary_line(len(jobs), 0, 0) in result.stdout
+    sweep_dir = only_sweep_dir(outputs)
+    full = {tuple(sorted(o for o in job if not o.startswith("optimizer.lr")))
+            for job in preset_jobs(preset)}
+    toy_variants = {tuple(sorted(o for o in job if not o.startswith(("optimizer.lr", "+sweep_"))))
+                    for job in jobs}
+    assert len(toy_variants) == len({v for v in full})  # same variants, fewer LRs / seeds
+    assert len(jobs) == 2 * len(toy_variants)  # two LRs each
+    runs = aggregate.load_runs(sweep_dir)
+    assert [r.state for r in runs] == ["ok"] * len(jobs)
+    assert {r.config["dataset.name"] for r in runs} == {"synthetic"}
+    result = aggregate.aggregate(runs, sweep_dir=sweep_dir)
+    assert len(result.variants) == len(toy_variants)
+    assert all(len(v.selected) == 1 for v in result.variants)
+
+
+# ----------------------------------------------------------------------------- real Slurm
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("LATENTGEO_REQUIRE_SLURM") == "1":
+        pytest.fail(f"{reason} (and LATENTGEO_REQUIRE_SLURM=1)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def local_slurm(tmp_path_factory):
+    """A single-node Slurm with accounting (sweeps/local_slurm/up.sh --with-dbd), stopped after
+    the module by down.sh (daemons by PID). Yields the environment its clients need."""
+    if sys.platform != "linux" or shutil.which("bash") is None:
+        _unavailable("the local Slurm scripts need Linux and bash")
+    slurm_dir = Path(os.environ.get("TMPDIR", "/tmp")) / "latentgeo-slurm-tests"
+    env = {**os.environ, "SLURM_DIR": str(slurm_dir), "SLURM_CONF": str(slurm_dir / "slurm.conf")}
+    if os.geteuid() != 0:
+        _unavailable("sweeps/local_slurm/up.sh must run as root (it starts slurmctld/slurmd)")
+    up = subprocess.run(["bash", str(LOCAL_SLURM / "up.sh"), "--with-dbd"], env=env,
+                        capture_output=True, text=True, timeout=600)
+    if up.returncode != 0:
+        installed = any(Path(d, "slurmctld").exists() for d in ("/usr/sbin", "/usr/local/sbin"))
+        if not installed:
+            _unavailable("slurmctld is not installed and up.sh could not install it: "
+                         + up.stderr.strip()[-500:])
+        pytest.fail(f"up.sh failed although Slurm is installed:\n{up.stderr[-3000:]}")
+    yield env
+    subprocess.run(["bash", str(LOCAL_SLURM / "down.sh")], env=env, capture_output=True,
+                   timeout=120)
+
+
+def slurm_args(*extra: str) -> list[str]:
+    return ["-m", "hydra/launcher=slurm", "hydra.launcher.partition=debug",
+            "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1", *extra]
+
+
+def sacct_states(env: dict, sweep_dir: Path) -> dict[int, str]:
+    """Slurm's own verdict per array task (job num), from accounting."""
+    job_ids = {p.name for p in (sweep_dir / ".submitit").iterdir()}
+    out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(
+        sorted({j.split("_")[0] for j in job_ids}))], env=env, capture_output=True, text=True,
+        timeout=30).stdout
+    states = {}
+    for line in out.splitlines():
+        job, _, state = line.partition("|")
+        if "_" in job and job.split("_")[1].isdigit():
+            states[int(job.split("_")[1])] = state.split()[0]
+    return states
+
+
+@pytest.mark.slurm
+def test_slurm_sweep_with_a_failing_job_reports_it_and_fails_the_driver(local_slurm, tmp_path):
+    outputs = tmp_path / "out"
+    # job 2 asks for CIFAR-10 with no download and no local copy: it starts, then fails
+    args = slurm_args("hydra.launcher.timeout_min=5", *TINY, "trainer.epochs=1",
+                      "dataset=synthetic,digits,cifar10", "dataset.download=false",
+                      "dataset.root=/nonexistent")
+    started = time.time()
+    result = run_cli(args, env={**local_slurm, "LATENTGEO_OUTPUT": str(outputs)}, timeout=240)
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stdout.rstrip().splitlines()[-2] == summary_line(2, 1, 0)
+    sweep_dir = only_sweep_dir(outputs)
+    statuses = [read_json(sweep_dir / str(n) / "status.json") for n in range(3)]
+    assert [s["state"] for s in statuses] == ["ok", "ok", "failed"]
+    assert "looked in /nonexistent" in statuses[2]["reason"]
+    # Slurm only sees a job that returned (Hydra caught the error): status.json is the truth
+    assert sacct_states(local_slurm, sweep_dir) == {0: "COMPLETED", 1: "COMPLETED",
+                                                    2: "COMPLETED"}
+
+    runs = aggregate.load_runs(sweep_dir)
+    assert [(r.name, r.state) for r in runs] == [("0", "ok"), ("1", "ok"), ("2", "failed")]
+    table = aggregate.aggregate(runs, sweep_dir=sweep_dir)
+    assert [v.variant["dataset.name"] for v in table.variants] == ["synthetic", "digits",
+                                                                  "cifar10"]
+    assert list(table.variants[2].excluded_runs) == ["2"] and not table.variants[2].selected
+    assert time.time() - started < 240
+
+
+@pytest.mark.slurm
+def test_slurm_job_past_its_time_limit_is_requeued_and_resumes_to_the_same_result(
+        local_slurm, tmp_path):
+    # ~60-90 s of training on one core: longer than the 1-minute limit, so submitit gets USR2
+    # (signal_delay_s before the limit), requeues the job, and the rerun resumes from last.pt
+    run = [*TINY, "trainer.epochs=20", "dataset.train_size=2048", "metrics=none",
+           "metrics.every=1", "trainer.deterministic=true", "trainer.num_threads=1",
+           "head.dropout_penultimate=true"]
+    reference = subprocess.Popen(
+        [sys.executable, "-m", "latentgeo.train", *run], cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "LATENTGEO_OUTPUT": str(tmp_path / "ref")},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    started = time.time()
+    args = slurm_args("hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=15",
+                      "hydra.launcher.max_num_timeout=4", *run)
+    result = run_cli(args, env={**local_slurm, "LATENTGEO_OUTPUT": str(tmp_path / "out")},
+                     timeout=300)
+    elapsed = time.time() - started
+    _, reference_err = reference.communicate(timeout=300)
+    assert reference.returncode == 0, reference_err[-3000:]
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert summary_line(1, 0, 0) in result.stdout
+
+    sweep_dir = only_sweep_dir(tmp_path / "out")
+    run_dir = sweep_dir / "0"
+    status = read_json(run_dir / "status.json")
+    assert status["state"] == "ok" and "resumed_at" in status  # it really was interrupted
+    logs = "".join(p.read_text() for p in (sweep_dir / ".submitit").rglob("*.out"))
+    assert "timed-out" in logs and "resuming" in logs
+    (reference_dir,) = (tmp_path / "ref" / "runs").iterdir()
+    assert comparable_events(run_dir) == comparable_events(reference_dir)
+    assert len(comparable_events(run_dir)) == 20
+    assert elapsed < 240
