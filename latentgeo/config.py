@@ -84,9 +84,24 @@ class DatasetConfig:
 
 
 @dataclass
+class LRFindConfig:
+    """The LR range test (TH §2.7, Lightning's defaults), run first when optimizer.lr=auto."""
+
+    min_lr: float = 1e-8
+    max_lr: float = 1.0
+    steps: int = 100
+    early_stop_threshold: float | None = 4.0  # stop when smoothed loss > this × its best
+    beta: float = 0.98  # EMA smoothing of the loss
+    slope: str = "log_lr"  # steepest descent w.r.t. log lr (log_lr) or lr (Lightning 2.5+)
+
+
+@dataclass
 class OptimizerConfig:
     name: str = MISSING  # adamw | adam | sgd
-    lr: float = 5e-4
+    # a number > 0, or "auto": run the LR range test first and train with its suggestion
+    # (OmegaConf cannot type float | str; `validate` checks it)
+    lr: Any = 5e-4
+    lr_find: LRFindConfig = field(default_factory=LRFindConfig)
     weight_decay: float = 0.0
     momentum: float = 0.9  # sgd only
     nesterov: bool = False  # sgd only
@@ -141,6 +156,19 @@ class HyperplanesConfig:
 
 
 @dataclass
+class DIBConfig:
+    """Decodable information bottleneck per block (TH §2.6): decoders trained on frozen
+    encoders; costly (≈ 9 main epochs per decoder epoch on a tiny run), so scheduled rarely."""
+
+    every: int = 0  # 0 = off; else every N epochs and at the last epoch
+    blocks: list[str] | None = None  # null = all: stem + the backbone's blocks
+    epochs: int = 20  # V-sufficiency decoders (TH --epochs)
+    minimality_epochs: int | None = None  # V-minimality decoders (TH --dib-epochs 50)
+    splits: list[str] = field(default_factory=lambda: ["train", "test"])
+    batch_size: int | None = None  # null = trainer.batch_size
+
+
+@dataclass
 class MetricsConfig:
     every: int = 50  # evaluate every N epochs (and always at the last epoch)
     collapse: bool = True  # BE's collapse metrics on x_pen (by predictions and by true labels)
@@ -151,6 +179,7 @@ class MetricsConfig:
     ood: OODConfig = field(default_factory=OODConfig)
     nc1: NC1Config = field(default_factory=NC1Config)
     hyperplanes: HyperplanesConfig = field(default_factory=HyperplanesConfig)
+    dib: DIBConfig = field(default_factory=DIBConfig)
     store_penultimate: bool = False  # penultimate.npz with the final x_pen of train and test
     seed: int = 0  # GMM seeds of the binarity metrics
 
@@ -266,7 +295,14 @@ def validate(cfg: DictConfig, num_classes: int | None = None) -> None:
     _check(cfg.optimizer.name in OPTIMIZERS, "optimizer.name", cfg.optimizer.name,
            f"one of {list(OPTIMIZERS)}")
     lr = cfg.optimizer.lr
-    _check(math.isfinite(lr) and lr > 0, "optimizer.lr", lr, "a finite number > 0")
+    _check(lr == "auto" or (isinstance(lr, (int, float)) and not isinstance(lr, bool)
+                            and math.isfinite(lr) and lr > 0),
+           "optimizer.lr", lr, "a finite number > 0, or auto")
+    f = cfg.optimizer.lr_find
+    _check(0 < f.min_lr < f.max_lr, "optimizer.lr_find.min_lr", f.min_lr,
+           f"> 0 and < optimizer.lr_find.max_lr={f.max_lr}")
+    _check(f.steps >= 12, "optimizer.lr_find.steps", f.steps, ">= 12")
+    _check(f.slope in ("log_lr", "lr"), "optimizer.lr_find.slope", f.slope, "log_lr or lr")
     _check(cfg.optimizer.weight_decay >= 0, "optimizer.weight_decay",
            cfg.optimizer.weight_decay, ">= 0")
     _check(cfg.schedule.name in SCHEDULES, "schedule.name", cfg.schedule.name,
@@ -279,6 +315,11 @@ def validate(cfg: DictConfig, num_classes: int | None = None) -> None:
         _check(when in WHEN, f"metrics.{family}.when", when, f"one of {list(WHEN)}")
     _check(cfg.metrics.perturbation.samples >= 1, "metrics.perturbation.samples",
            cfg.metrics.perturbation.samples, ">= 1")
+    dib = cfg.metrics.dib
+    _check(dib.every >= 0, "metrics.dib.every", dib.every, ">= 0 (0 = off)")
+    _check(dib.epochs >= 1, "metrics.dib.epochs", dib.epochs, ">= 1")
+    bad_splits = [s for s in dib.splits if s not in ("train", "test", "val")]
+    _check(not bad_splits, "metrics.dib.splits", list(dib.splits), "train, test or val")
     ood = cfg.metrics.ood.dataset
     _check(ood is None or ood in DATASETS, "metrics.ood.dataset", ood,
            f"null or one of {sorted(DATASETS)}")

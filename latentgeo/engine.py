@@ -342,6 +342,18 @@ def alpha_trajectories(events: list[dict[str, Any]]) -> dict[str, dict[str, list
     return trajectories
 
 
+def dib_evaluation(cfg, model: Classifier, loaders: Loaders, num_classes: int
+                   ) -> dict[str, float]:
+    """V-sufficiency / V-minimality per block (TH §2.6) on the eager float32 model."""
+    from latentgeo.analysis.dib import dib_metrics  # lazy: analysis.dib imports this module
+
+    d = cfg.metrics.dib
+    return dib_metrics(model, {s: loaders.eval[s] for s in d.splits if s in loaders.eval},
+                       num_classes, cfg.optimizer, list(d.blocks) if d.blocks else None,
+                       d.epochs, cfg.trainer.seed, minimality_epochs=d.minimality_epochs,
+                       batch_size=d.batch_size or cfg.trainer.batch_size)
+
+
 def save_penultimate(path, features: dict[str, Any]) -> None:
     """penultimate.npz: final x_pen, labels and predictions of every evaluated split."""
     import io
@@ -416,6 +428,11 @@ def fit(cfg, data: DataBundle, model: Classifier, record: RunRecord, device: tor
                     sink.log_histograms(suite.histogram_arrays(features), step=event["step"])
                 if last and cfg.metrics.store_penultimate:
                     save_penultimate(record.dir / "penultimate.npz", features)
+            dib = cfg.metrics.dib
+            if dib.every and (epoch % dib.every == 0 or last):
+                tic = time.perf_counter()
+                event.update(dib_evaluation(cfg, model, loaders, data.num_classes))
+                event["time/dib_s"] = time.perf_counter() - tic
             if last and projections:
                 atomic_write_json(record.dir / "hyperplanes.json", projections)
                 if sink is not None and cfg.logger.histograms:

@@ -19,7 +19,8 @@ from typing import Any
 
 SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|passwd)", re.IGNORECASE)
 RECORD_FILES = ("config.yaml", "status.json", "metrics.jsonl", "summary.json", "checkpoints",
-                "wandb", "penultimate.npz", "hyperplanes.json", "alpha.json", "reinit.json")
+                "wandb", "penultimate.npz", "hyperplanes.json", "alpha.json", "alpha.png",
+                "reinit.json", "reinit.png", "lr_find.json", "lr_find.png", "linearize.json")
 
 
 def now() -> str:

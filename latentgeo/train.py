@@ -24,6 +24,7 @@ from latentgeo.models import build_model
 from latentgeo.records import (
     RunRecord,
     atomic_write_json,
+    read_json,
     read_metrics,
     scrub_secrets,
     summarize,
@@ -82,6 +83,24 @@ def set_threads(num_threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+def resolve_auto_lr(cfg: DictConfig, data, device: torch.device, record: RunRecord
+                    ) -> DictConfig:
+    """optimizer.lr=auto: run the LR range test (once: a resumed run reads lr_find.json) and
+    train with its suggestion — TH's tuned LR never reached training; ours does."""
+    from latentgeo.analysis.lr_find import LR_FIND_FILE, suggest_lr, write_lr_find
+
+    path = record.dir / LR_FIND_FILE
+    result = read_json(path) if path.is_file() else suggest_lr(cfg, data, device)
+    if result["suggestion"] is None:
+        raise ConfigError("optimizer.lr=auto: the LR range test gave no suggestion; raise "
+                          "optimizer.lr_find.steps or optimizer.lr_find.max_lr")
+    if not path.is_file():
+        write_lr_find(record.dir, result)
+        record.log({"epoch": 0, "step": 0, "lr_find/suggestion": result["suggestion"]})
+    print(f"optimizer.lr=auto: LR range test suggests {result['suggestion']:.3g}")
+    return OmegaConf.merge(cfg, {"optimizer": {"lr": result["suggestion"]}})
+
+
 def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> dict:
     """Run (or resume) one training run into ``run_dir``; returns its summary."""
     record = RunRecord(run_dir)
@@ -113,6 +132,8 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> dict:
         set_threads(cfg.trainer.num_threads)
         seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
         device = select_device(cfg.trainer.device)
+        if cfg.optimizer.lr == "auto":
+            cfg = resolve_auto_lr(cfg, data, device, record)
         model = build_model(cfg, data.input_shape, data.num_classes).to(device)
         if cfg.logger.name == "wandb":
             sink = WandbSink.start(

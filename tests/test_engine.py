@@ -80,3 +80,17 @@ def test_every_head_trains_end_to_end(head, tmp_path):
     assert summary["best/test/accuracy"] == max(e["test/accuracy"] for e in events)
     assert (tmp_path / head / "checkpoints" / "init.pt").is_file()
     assert math.isfinite(summary["test/loss"])
+
+
+def test_non_finite_loss_stops_the_run_and_records_it_failed(tmp_path, monkeypatch):
+    import latentgeo.engine as engine
+
+    real = engine.loss_terms
+    monkeypatch.setattr(engine, "loss_terms",
+                        lambda *args: real(*args) * float("nan"))
+    cfg = compose_cfg(TINY + ["trainer.epochs=3"])
+    with pytest.raises(engine.TrainingDiverged, match="non-finite training loss"):
+        train(cfg, tmp_path)
+    status = read_json(tmp_path / "status.json")
+    assert status["state"] == "failed" and "non-finite" in status["reason"]
+    assert not (tmp_path / "summary.json").exists()

@@ -118,3 +118,27 @@ def test_validation_split_adds_val_metrics(tmp_path):
     summary = train(cfg, tmp_path)
     assert 0 <= summary["val/accuracy"] <= 1
     assert "val/loss" in events_of(tmp_path)[-1]
+
+
+def test_lr_auto_runs_the_range_test_and_trains_with_its_suggestion(tmp_path):
+    cfg = compose_cfg(TINY + ["optimizer.lr=auto", "optimizer.lr_find.steps=30",
+                              "metrics=none", "model=mlp", "model.width=null",
+                              "model.widths=[32]"])
+    summary = train(cfg, tmp_path)
+    suggestion = read_json(tmp_path / "lr_find.json")["suggestion"]
+    assert (tmp_path / "lr_find.png").is_file()
+    assert summary["lr"] == pytest.approx(suggestion)  # constant schedule: trained at it
+    assert summary["lr_find/suggestion"] == pytest.approx(suggestion)
+    assert "lr: auto" in (tmp_path / "config.yaml").read_text()  # what the user asked for
+
+
+def test_scheduled_dib_logs_vsufficiency_and_vminimality_per_block(tmp_path):
+    cfg = compose_cfg(TINY + ["model=mlp", "model.width=null", "model.widths=[16,8]",
+                              "metrics=none", "metrics.dib.every=2", "metrics.dib.epochs=1",
+                              "metrics.dib.splits=[test]"])
+    train(cfg, tmp_path)
+    first, last = events_of(tmp_path)
+    assert first["epoch"] == 1 and not any(k.startswith("dib/") for k in first)  # not due
+    for block in ("stem", "layer1", "layer2"):
+        assert f"dib/vsuff/{block}/test" in last and f"dib/vmin/{block}/test" in last
+    assert last["dib/vsuff/layer2/test"] <= np.log2(10) + 1e-6

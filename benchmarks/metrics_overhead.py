@@ -1,0 +1,141 @@
+"""One evaluation with the default metric suite (no DeepFool) ÷ one training epoch of the same
+run: resnet18 on Fashion-MNIST-shaped data (1x28x28). Target: ≤ 0.15.
+
+Run: ``python benchmarks/metrics_overhead.py [--train-size 6000 --test-size 1000 --width 8]``
+(CPU: ≈ 1.5 min).
+
+Full Fashion-MNIST (60000/10000) with resnet18 takes minutes per epoch on 2 CPU cores, so the
+default is synthetic 1x28x28 data at 1/10 of its size with the same 6:1 train/test ratio and a
+narrow width: every cost here (train steps, the eval feature passes over train + test, the
+per-sample metric work) grows linearly with the sample count, so the ratio carries over; only
+fixed per-call costs (GMM set-up, hooks) weigh a little more at the smaller size.
+
+Rows, all on the same model after one warm-up epoch (that epoch also trains the model, so the
+features are not those of an untrained net):
+- train epoch: ``engine.train_epoch`` (TensorLoader, classifier_loss, bin_enc head);
+- weight metrics: ``suite.weight_metrics`` (hyperplanes, data-free; default: every epoch);
+- eval: ``engine.evaluate`` with metrics=default and perturbation off — collapse, binarity,
+  same-encoding on train and test (what runs every ``metrics.every`` = 50 epochs);
+- of which feature passes: ``collect_features`` over every eval split (train, test), the
+  model part of an evaluation; the rest is metric arithmetic on the CPU;
+- eval, last epoch: the same with ``last=True`` (adds the Mahalanobis AUROC; DeepFool off).
+Epoch and evaluations alternate; each value is the median of ``--repeats`` (min–max shown).
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.conftest
+from latentgeo import engine  # noqa: E402
+from latentgeo.data import load_dataset  # noqa: E402
+from latentgeo.metrics import suite  # noqa: E402
+from latentgeo.metrics.features import collect_features  # noqa: E402
+from latentgeo.models import build_model  # noqa: E402
+from tests.conftest import compose_cfg  # noqa: E402
+
+
+def print_header(device: torch.device) -> None:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    print(f"# {Path(__file__).name}  device {device} ({name or platform.machine()})  "
+          f"torch {torch.__version__}  threads {torch.get_num_threads()}  "
+          f"load avg {os.getloadavg()[0]:.1f}")
+
+
+def call_evaluate(cfg, model, loaders, epoch: int, last: bool):
+    """engine.evaluate across its signature changes: (cfg, model, loaders, [epoch,] last)."""
+    parameters = inspect.signature(engine.evaluate).parameters
+    kwargs = {"last": last}
+    if "epoch" in parameters:
+        kwargs["epoch"] = epoch
+    return engine.evaluate(cfg, model, loaders, **kwargs)
+
+
+def timed(fn, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    tic = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - tic
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train-size", type=int, default=6000)
+    parser.add_argument("--test-size", type=int, default=1000)
+    parser.add_argument("--width", type=int, default=8, help="resnet18 base width (8)")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                        help="torch CPU threads (default: all cores)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    print_header(device)
+    cfg = compose_cfg([
+        "model=resnet18", f"model.width={args.width}", "head=bin_enc", "metrics=default",
+        "metrics.perturbation.when=off", "dataset=synthetic", "dataset.image_size=28",
+        "dataset.channels=1", f"dataset.train_size={args.train_size}",
+        f"dataset.test_size={args.test_size}", "trainer.batch_size=128",
+        "trainer.eval_batch_size=1000", "logger=local", "trainer.progress=false",
+    ])
+    data = load_dataset(cfg.dataset)
+    torch.manual_seed(0)
+    model = build_model(cfg, data.input_shape, data.num_classes).to(device)
+    init_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    optimizer = engine.build_optimizer(cfg, model)
+    loaders = engine.make_loaders(cfg, data, device)
+    loss_fn = engine.classifier_loss(cfg.head.gamma_start)
+
+    def train(epoch: int) -> None:
+        engine.train_epoch(model, loaders.train, optimizer, epoch, loss_fn)
+
+    rows = {
+        "train epoch": lambda epoch: train(epoch),
+        "weight metrics (every epoch)": lambda epoch: suite.weight_metrics(cfg, model,
+                                                                           init_state),
+        f"eval (every {cfg.metrics.every} epochs)":
+            lambda epoch: call_evaluate(cfg, model, loaders, epoch, last=False),
+        "  of which: feature passes": lambda epoch: [
+            collect_features(model, loader.epoch(0)) for loader in loaders.eval.values()],
+        "eval, last epoch (no DeepFool)":
+            lambda epoch: call_evaluate(cfg, model, loaders, epoch, last=True),
+    }
+    timed(lambda: train(1), device)  # warm-up; also trains the model a little
+    for fn in list(rows.values())[1:]:
+        timed(lambda fn=fn: fn(1), device)  # warm-up: sklearn imports, first GMM fits
+    seconds: dict[str, list[float]] = {name: [] for name in rows}
+    for repeat in range(args.repeats):
+        for name, fn in rows.items():
+            seconds[name].append(timed(lambda fn=fn, e=repeat + 2: fn(e), device))
+
+    epoch_s = statistics.median(seconds["train epoch"])
+    print(f"resnet18 width {args.width}, bin_enc head, synthetic 1x28x28: "
+          f"{args.train_size} train / {args.test_size} test (Fashion-MNIST: 60000 / 10000), "
+          f"batch 128, eval batch 1000; median of {args.repeats} (min–max)")
+    print(f"{'':<34}{'seconds':>9}{'min–max':>16}{'÷ epoch':>10}")
+    for name, values in seconds.items():
+        median = statistics.median(values)
+        print(f"{name:<34}{median:>9.2f}{min(values):>8.2f}–{max(values):<7.2f}"
+              f"{median / epoch_s:>10.3f}")
+    eval_name = f"eval (every {cfg.metrics.every} epochs)"
+    ratio = statistics.median(seconds[eval_name]) / epoch_s
+    last = statistics.median(seconds["eval, last epoch (no DeepFool)"]) / epoch_s
+    weights = statistics.median(seconds["weight metrics (every epoch)"]) / epoch_s
+    print(f"ratio eval/epoch: {ratio:.3f}  last-epoch eval/epoch: {last:.3f}  "
+          f"weight-metrics/epoch: {weights:.3f}  amortised over metrics.every="
+          f"{cfg.metrics.every}: {ratio / cfg.metrics.every + weights:.4f}  (target <= 0.15)")
+
+
+if __name__ == "__main__":
+    main()
