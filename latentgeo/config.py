@@ -169,6 +169,16 @@ class DIBConfig:
 
 
 @dataclass
+class ReinitConfig:
+    """Layer re-initialisation robustness (Zhang, Bengio & Singer 2019, as HP) at run end."""
+
+    at_end: bool = False
+    layers: str = "conv"  # conv | conv+linear
+    rand: bool = True  # also re-initialise from a fresh independent random draw
+    rand_seed: int | None = None  # null = trainer.seed + 1000003
+
+
+@dataclass
 class MetricsConfig:
     every: int = 50  # evaluate every N epochs (and always at the last epoch)
     collapse: bool = True  # BE's collapse metrics on x_pen (by predictions and by true labels)
@@ -180,6 +190,7 @@ class MetricsConfig:
     nc1: NC1Config = field(default_factory=NC1Config)
     hyperplanes: HyperplanesConfig = field(default_factory=HyperplanesConfig)
     dib: DIBConfig = field(default_factory=DIBConfig)
+    reinit: ReinitConfig = field(default_factory=ReinitConfig)
     store_penultimate: bool = False  # penultimate.npz with the final x_pen of train and test
     seed: int = 0  # GMM seeds of the binarity metrics
 
@@ -320,6 +331,11 @@ def validate(cfg: DictConfig, num_classes: int | None = None) -> None:
     _check(dib.epochs >= 1, "metrics.dib.epochs", dib.epochs, ">= 1")
     bad_splits = [s for s in dib.splits if s not in ("train", "test", "val")]
     _check(not bad_splits, "metrics.dib.splits", list(dib.splits), "train, test or val")
+    r = cfg.metrics.reinit
+    _check(r.layers in ("conv", "conv+linear"), "metrics.reinit.layers", r.layers,
+           "conv or conv+linear")
+    _check(r.rand_seed != cfg.trainer.seed, "metrics.reinit.rand_seed", r.rand_seed,
+           f"a seed other than trainer.seed={cfg.trainer.seed} (which reproduces init.pt)")
     ood = cfg.metrics.ood.dataset
     _check(ood is None or ood in DATASETS, "metrics.ood.dataset", ood,
            f"null or one of {sorted(DATASETS)}")

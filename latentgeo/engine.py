@@ -458,3 +458,26 @@ def fit(cfg, data: DataBundle, model: Classifier, record: RunRecord, device: tor
             record.set_epoch(epoch)
     finally:
         bar.close()
+    if cfg.metrics.reinit.at_end and not (record.dir / "reinit.json").is_file():
+        event = {"epoch": trainer.epochs, "step": trainer.epochs * steps_per_epoch,
+                 **reinit_at_end(cfg, model, loaders, record, data, device)}
+        record.log(event)
+        if sink is not None:
+            sink.log(event, step=event["step"])
+
+
+def reinit_at_end(cfg, model: Classifier, loaders: Loaders, record: RunRecord,
+                  data: DataBundle, device: torch.device) -> dict[str, float]:
+    """reinit.json / reinit.png and ``reinit/<source>/<layer>`` top-1 of the final model."""
+    from latentgeo.analysis import reinit  # lazy: analysis.reinit imports this module
+
+    r = cfg.metrics.reinit
+    sources, seed = reinit.gather_sources(cfg, record.checkpoints, data.input_shape,
+                                          data.num_classes, device,
+                                          trained_epoch=cfg.trainer.epochs, rand=r.rand,
+                                          rand_seed=r.rand_seed)
+    result = reinit.reinit_robustness(model, loaders.eval["test"].epoch, sources,
+                                      reinit.reinit_layer_names(model, r.layers),
+                                      data.num_classes, seed)
+    reinit.write_reinit(record.dir, result)
+    return reinit.reinit_events(result)

@@ -146,7 +146,11 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> dict:
         fit(cfg, data, model, record, device, sink, ood)
         events = read_metrics(record.metrics_path)
         if cfg.model.activation == "relu_alpha":
-            atomic_write_json(run_dir / "alpha.json", alpha_trajectories(events))
+            from latentgeo.analysis.plots import plot_alpha_trajectories
+
+            trajectories = alpha_trajectories(events)
+            atomic_write_json(run_dir / "alpha.json", trajectories)
+            plot_alpha_trajectories(trajectories, run_dir / "alpha.png")
         summary = summarize(events)
         record.finish_ok(summary)
     except BaseException as error:

@@ -93,6 +93,7 @@ def test_relu_alpha_anneal_resume_restores_nu_exactly(tmp_path, monkeypatch):
     trajectories = read_json(tmp_path / "killed" / "alpha.json")
     (site, first), *_ = trajectories.items()
     assert first["epochs"] == [1, 2, 3, 4] and len(first["mean"]) == 4
+    assert (tmp_path / "killed" / "alpha.png").stat().st_size > 1000
 
 
 def test_relu_alpha_penalty_channel_logs_stats_and_excludes_alpha_from_weight_decay(tmp_path):
@@ -142,3 +143,16 @@ def test_scheduled_dib_logs_vsufficiency_and_vminimality_per_block(tmp_path):
     for block in ("stem", "layer1", "layer2"):
         assert f"dib/vsuff/{block}/test" in last and f"dib/vmin/{block}/test" in last
     assert last["dib/vsuff/layer2/test"] <= np.log2(10) + 1e-6
+
+
+def test_reinit_at_end_writes_json_png_and_events(tmp_path):
+    cfg = compose_cfg(TINY + ["model=cnn3", "trainer.epochs=2", "trainer.snapshot_epochs=[1]",
+                              "metrics=none", "metrics.reinit.at_end=true"])
+    train(cfg, tmp_path)
+    result = read_json(tmp_path / "reinit.json")
+    assert set(result["sources"]) == {"init", "epoch_0001", "rand"}
+    assert result["layers"] == ["backbone.blocks.block1.0", "backbone.blocks.block2.0",
+                                "backbone.blocks.block3.0"]
+    last = events_of(tmp_path)[-1]
+    assert last["reinit/init/backbone.blocks.block1.0"] == result["sources"]["init"][0]
+    assert (tmp_path / "reinit.png").stat().st_size > 1000
