@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
@@ -12,12 +10,14 @@ import torch
 from latentgeo.data import DatasetUnavailable, TensorLoader, load_dataset, load_digits
 from latentgeo.data.datasets import SYSTEM_MIRRORS, channel_stats, load_synthetic
 from latentgeo.data.loader import normalize, random_crop_flip
+from tests.conftest import compose_cfg
 
 FASHION_MIRROR = SYSTEM_MIRRORS["FashionMNIST"][0]
 
 
 def dataset_cfg(name, root, download=False):
-    return SimpleNamespace(name=name, root=str(root), download=download)
+    return compose_cfg([f"dataset={name}", f"dataset.root={root}",
+                        f"dataset.download={str(download).lower()}"]).dataset
 
 
 def test_fashion_mnist_loads_from_the_debian_mirror(tmp_path):
@@ -130,3 +130,29 @@ def test_normalize_matches_formula():
     mean, std = torch.tensor([0.1, 0.2, 0.3]), torch.tensor([0.5, 0.25, 2.0])
     ref = (x.float() / 255 - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
     torch.testing.assert_close(normalize(x, mean, std), ref)
+
+
+def test_dataset_options_compose_in_order_on_a_real_bundle():
+    cfg = compose_cfg(["dataset=synthetic", "dataset.image_size=8", "dataset.train_size=400",
+                       "dataset.test_size=200", "dataset.classes=[3,1,2]",
+                       "dataset.train_subset.size_per_class=30", "dataset.val_split=0.2",
+                       "dataset.label_noise=1.0", "dataset.resize_pad=16"]).dataset
+    clean = load_dataset(compose_cfg(["dataset=synthetic", "dataset.image_size=8",
+                                      "dataset.train_size=400", "dataset.test_size=200"]).dataset)
+    data = load_dataset(cfg)
+    assert data.num_classes == 3 and data.input_shape == (3, 16, 16)
+    assert len(data.train) + len(data.val) == 90 and len(data.val) == 18  # 3 classes × 30
+    assert torch.bincount(data.val.y, minlength=3).tolist() == [6, 6, 6]  # stratified, clean
+    # test split: only classes 3, 1, 2 relabelled 0, 1, 2 in that order
+    expected = torch.tensor([3, 1, 2])[data.test.y]
+    assert torch.equal(torch.sort(expected).values,
+                       torch.sort(clean.test.y[torch.isin(clean.test.y, expected)]).values)
+    # resize_pad: content in the centre 8x8, zero border of 4
+    assert data.test.x[:, :, :4].max() == 0 and data.test.x[:, :, -4:].max() == 0
+    # label noise 1.0: every train label differs from the clean pipeline's (same images)
+    noiseless = load_dataset(compose_cfg([f"dataset.{k}={v}" for k, v in (
+        ("name", "synthetic"), ("image_size", 8), ("train_size", 400), ("test_size", 200),
+        ("classes", "[3,1,2]"), ("train_subset.size_per_class", 30), ("val_split", 0.2),
+        ("resize_pad", 16))]).dataset)
+    assert torch.equal(noiseless.train.x, data.train.x)
+    assert (noiseless.train.y != data.train.y).all() and data.train.y.max() <= 2

@@ -60,7 +60,7 @@ def load_dataset(cfg) -> DataBundle:
         train = Split(c.pixel_shuffle(train.x, cfg.seed)[0], train.y)
     resize = (c.resize_images, cfg.resize) if cfg.resize else (
         (c.resize_pad_images, cfg.resize_pad) if cfg.resize_pad else None)
-    if resize is not None:
+    if resize is not None and tuple(train.x.shape[2:]) != (resize[1], resize[1]):
         fn, size = resize
         train, test = Split(fn(train.x, size), train.y), Split(fn(test.x, size), test.y)
         val = Split(fn(val.x, size), val.y) if val is not None else None
