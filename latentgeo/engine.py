@@ -428,6 +428,10 @@ def fit(cfg, data: DataBundle, model: Classifier, record: RunRecord, device: tor
                     sink.log_histograms(suite.histogram_arrays(features), step=event["step"])
                 if last and cfg.metrics.store_penultimate:
                     save_penultimate(record.dir / "penultimate.npz", features)
+                bar.write(f"epoch {epoch}/{trainer.epochs}  "
+                          f"train acc {event['train/accuracy']:.4f}  "
+                          f"test acc {event['test/accuracy']:.4f}  lr {lr:.3g}"
+                          + (f"  gamma {gamma:.4g}" if gamma is not None else ""))
             dib = cfg.metrics.dib
             if dib.every and (epoch % dib.every == 0 or last):
                 tic = time.perf_counter()
@@ -440,10 +444,6 @@ def fit(cfg, data: DataBundle, model: Classifier, record: RunRecord, device: tor
                                          np.asarray(layer["projections"])
                                          for layer in projections["layers"]},
                                         step=event["step"])
-                bar.write(f"epoch {epoch}/{trainer.epochs}  "
-                          f"train acc {event['train/accuracy']:.4f}  "
-                          f"test acc {event['test/accuracy']:.4f}  lr {lr:.3g}"
-                          + (f"  gamma {gamma:.4g}" if gamma is not None else ""))
             record.log(event)
             if sink is not None:
                 sink.log(event, step=event["step"])
