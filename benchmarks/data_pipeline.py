@@ -28,6 +28,11 @@ from latentgeo.data.torch_loader import TorchLoader
 BATCH = 128
 
 
+def default_threads() -> int:
+    """$OMP_NUM_THREADS when set (e.g. 1 on a machine shared with other jobs), else all cores."""
+    return int(os.environ.get("OMP_NUM_THREADS") or len(os.sched_getaffinity(0)))
+
+
 def print_header(device: torch.device) -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
     print(f"# {Path(__file__).name}  device {device} ({name or platform.machine()})  "
@@ -50,8 +55,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=6400, help="images per epoch (6400)")
     parser.add_argument("--rounds", type=int, default=4, help="timed epochs per loader (4)")
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
-                        help="torch CPU threads (default: all cores)")
+    parser.add_argument("--threads", type=int, default=default_threads(),
+                        help="torch CPU threads (default: $OMP_NUM_THREADS, else all cores)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

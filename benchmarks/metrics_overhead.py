@@ -44,6 +44,11 @@ from latentgeo.models import build_model  # noqa: E402
 from tests.conftest import compose_cfg  # noqa: E402
 
 
+def default_threads() -> int:
+    """$OMP_NUM_THREADS when set (e.g. 1 on a machine shared with other jobs), else all cores."""
+    return int(os.environ.get("OMP_NUM_THREADS") or len(os.sched_getaffinity(0)))
+
+
 def print_header(device: torch.device) -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
     print(f"# {Path(__file__).name}  device {device} ({name or platform.machine()})  "
@@ -75,9 +80,12 @@ def main() -> None:
     parser.add_argument("--train-size", type=int, default=6000)
     parser.add_argument("--test-size", type=int, default=1000)
     parser.add_argument("--width", type=int, default=8, help="resnet18 base width (8)")
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
-                        help="torch CPU threads (default: all cores)")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="timed repeats (2; fewer when one takes over budget/2)")
+    parser.add_argument("--budget", type=float, default=100.0,
+                        help="seconds for warm-up + repeats (100)")
+    parser.add_argument("--threads", type=int, default=default_threads(),
+                        help="torch CPU threads (default: $OMP_NUM_THREADS, else all cores)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -111,18 +119,21 @@ def main() -> None:
         "eval, last epoch (no DeepFool)":
             lambda epoch: call_evaluate(cfg, model, loaders, epoch, last=True),
     }
+    start = time.perf_counter()
     timed(lambda: train(1), device)  # warm-up; also trains the model a little
     for fn in list(rows.values())[1:]:
         timed(lambda fn=fn: fn(1), device)  # warm-up: sklearn imports, first GMM fits
+    per_repeat = time.perf_counter() - start
+    repeats = max(1, min(args.repeats, int(args.budget / per_repeat) - 1))  # a busy machine
     seconds: dict[str, list[float]] = {name: [] for name in rows}
-    for repeat in range(args.repeats):
+    for repeat in range(repeats):
         for name, fn in rows.items():
             seconds[name].append(timed(lambda fn=fn, e=repeat + 2: fn(e), device))
 
     epoch_s = statistics.median(seconds["train epoch"])
     print(f"resnet18 width {args.width}, bin_enc head, synthetic 1x28x28: "
           f"{args.train_size} train / {args.test_size} test (Fashion-MNIST: 60000 / 10000), "
-          f"batch 128, eval batch 1000; median of {args.repeats} (min–max)")
+          f"batch 128, eval batch 1000; median of {repeats} (min–max)")
     print(f"{'':<34}{'seconds':>9}{'min–max':>16}{'÷ epoch':>10}")
     for name, values in seconds.items():
         median = statistics.median(values)

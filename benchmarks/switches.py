@@ -37,6 +37,11 @@ BATCH = 128
 GAMMA = 0.01
 
 
+def default_threads() -> int:
+    """$OMP_NUM_THREADS when set (e.g. 1 on a machine shared with other jobs), else all cores."""
+    return int(os.environ.get("OMP_NUM_THREADS") or len(os.sched_getaffinity(0)))
+
+
 def print_header(device: torch.device) -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
     print(f"# {Path(__file__).name}  device {device} ({name or platform.machine()})  "
@@ -82,8 +87,8 @@ def main() -> None:
                         help="target seconds per timed epoch and variant (2.5)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
-                        help="torch CPU threads (default: all cores)")
+    parser.add_argument("--threads", type=int, default=default_threads(),
+                        help="torch CPU threads (default: $OMP_NUM_THREADS, else all cores)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -130,11 +135,12 @@ def main() -> None:
     compile_note = ""
     if not args.no_compile:
         steady = statistics.median(variants[-1].seconds) / len(variants[-1].loader)
-        compile_s = first_s["torch.compile"] - steady
-        print(f"torch.compile: compile time {compile_s:.1f} s (first step {first_s['torch.compile']:.1f} s "
-              f"- steady step {steady:.3f} s), excluded from images/s")
-        compile_note = f"  compile {rate['torch.compile'] / rate['fp32 (all off)']:.2f}" \
-                       f" (+{compile_s:.0f} s once)"
+        first = first_s["torch.compile"]
+        compile_s = first - steady
+        print(f"torch.compile: compile time {compile_s:.1f} s (first step {first:.1f} s - "
+              f"steady step {steady:.3f} s), excluded from images/s")
+        compile_note = (f"  compile {rate['torch.compile'] / rate['fp32 (all off)']:.2f}"
+                        f" (+{compile_s:.0f} s once)")
     fp32 = rate["fp32 (all off)"]
     print(f"ratio images/s vs fp32: channels_last {rate['channels_last'] / fp32:.2f}  "
           f"bf16 {rate['bf16 autocast'] / fp32:.2f}{compile_note}")

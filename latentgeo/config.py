@@ -64,6 +64,8 @@ class DatasetConfig:
     root: str | None = None  # where to look first (and download to)
     download: bool = True  # use torchvision's download when the data are not found locally
     augment: bool = False  # random crop (pad 4) + horizontal flip, batched on the device
+    loader: str = "tensor"  # tensor: split resident on the training device | torch: DataLoader
+    num_workers: int = 2  # loader=torch only: DataLoader worker processes
     # digits / synthetic only: image shape, class count and sizes
     image_size: int = 32
     channels: int = 3
@@ -296,6 +298,8 @@ def validate(cfg: DictConfig, num_classes: int | None = None) -> None:
     _check(cfg.dataset.name in DATASETS, "dataset.name", cfg.dataset.name,
            f"one of {sorted(DATASETS)}")
     d = cfg.dataset
+    _check(d.loader in ("tensor", "torch"), "dataset.loader", d.loader, "tensor or torch")
+    _check(d.num_workers >= 0, "dataset.num_workers", d.num_workers, ">= 0")
     _check(0 <= d.label_noise <= 1, "dataset.label_noise", d.label_noise, "within [0, 1]")
     _check(d.classes is None or d.num_classes_subsample is None, "dataset.classes", d.classes,
            "null when dataset.num_classes_subsample is set (choose one)")

@@ -166,17 +166,21 @@ def warm_up(compiled: nn.Module, model: nn.Module, loader: TensorLoader, precisi
     """Compile now (forward + backward on one batch) so compile time stays out of the epoch
     times; weights, BN statistics, gradients and the RNG are left exactly as they were."""
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    rng = torch.get_rng_state()
-    x, y = next(iter(loader.epoch(0)))
+    shapes: dict[tuple, tuple[Tensor, Tensor]] = {}
+    for x, y in loader.epoch(0):  # the full-batch shape and the last (partial) one
+        shapes.setdefault(tuple(x.shape), (x, y))
+    devices = [loader.device] if loader.device.type == "cuda" else []
     tic = time.perf_counter()
-    model.train()
-    with torch.autocast(loader.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-        loss, _ = classifier_loss(None)(compiled, x, y)
-    loss.backward()
+    with torch.random.fork_rng(devices=devices):
+        model.train()
+        for x, y in shapes.values():
+            with torch.autocast(loader.device.type, dtype=torch.bfloat16,
+                                enabled=precision == "bf16"):
+                loss, _ = classifier_loss(None)(compiled, x, y)
+            loss.backward()
     seconds = time.perf_counter() - tic
     model.zero_grad(set_to_none=True)
     model.load_state_dict(state)
-    torch.set_rng_state(rng)
     return seconds
 
 
@@ -246,6 +250,11 @@ class Loaders:
 def make_loaders(cfg, data: DataBundle, device: torch.device, ood: DataBundle | None = None
                  ) -> Loaders:
     def loader(split, **kw) -> TensorLoader:
+        if cfg.dataset.loader == "torch":  # per-sample transforms, for data that doesn't fit
+            from latentgeo.data.torch_loader import TorchLoader
+
+            return TorchLoader(split, data.mean, data.std, device=device,
+                               num_workers=cfg.dataset.num_workers, **kw)
         return TensorLoader(split, data.mean, data.std, device=device, **kw)
 
     train = loader(data.train, batch_size=cfg.trainer.batch_size, shuffle=True,

@@ -50,11 +50,14 @@ def expected_job_count(config: DictConfig) -> int | None:
 
 
 def job_states(sweep_dir: Path, expected: int | None = None) -> list[dict[str, Any]]:
-    """One row per job dir ``<sweep_dir>/<n>/`` (and per expected job that has none)."""
+    """One row per job: jobs ``0 .. expected-1`` when the count is known (a job dir beyond it
+    is left from an earlier, larger grid re-entered with the same sweep id), else every job dir
+    ``<sweep_dir>/<n>/``."""
     sweep_dir = Path(sweep_dir)
-    found = {int(p.name): p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()} \
-        if sweep_dir.is_dir() else {}
-    numbers = sorted(set(found) | set(range(expected or 0)))
+    found = {}
+    if sweep_dir.is_dir():
+        found = {int(p.name): p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()}
+    numbers = range(expected) if expected is not None else sorted(found)
     rows = []
     for number in numbers:
         run_dir = found.get(number, sweep_dir / str(number))
@@ -103,6 +106,9 @@ class SweepSummary(Callback):
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
         self.expected = expected_job_count(config)
         atexit.register(self._print_summary)
+        jobs = "" if self.expected is None else f"{self.expected} jobs, "
+        print(f"sweep {self.sweep_dir} ({jobs}re-enter it with "
+              f"LATENTGEO_SWEEP_ID={self.sweep_dir.name})", flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         atexit.unregister(self._print_summary)

@@ -124,13 +124,17 @@ class TorchLoader:
         indices = order.tolist() if order is not None else list(range(self.num_samples))
         batches = [indices[i:i + self.batch_size] for i in range(0, len(indices),
                                                                   self.batch_size)]
-        # seeds the workers' RNGs (base_seed) and the in-process augmentation stream
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        # augmentation seed from (seed, epoch), drawn once so that its stream is not the
+        # shuffle's; it seeds the workers (DataLoader base_seed) or the in-process stream
+        seeds = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        augment_seed = int(torch.randint(2**62, (), generator=seeds))
+        generator = torch.Generator().manual_seed(augment_seed)
         loader = DataLoader(self.dataset, batch_sampler=batches, num_workers=self.num_workers,
                             pin_memory=self.pin_memory, generator=generator)
         iterator = iter(loader)
         if self.num_workers == 0 and self.augment:
-            iterator = _private_rng(iterator, generator.get_state())
+            stream = torch.Generator().manual_seed(augment_seed).get_state()
+            iterator = _private_rng(iterator, stream)
         for x, y in iterator:
             x = x.to(self.device, non_blocking=True)
             if self.channels_last:
