@@ -201,11 +201,11 @@ class RunRecord:
         self._status.update(state="ok", reason=None, ended=now())
         atomic_write_json(self.status_path, self._status)
 
-    def fail(self, reason: str) -> None:
+    def fail(self, reason: str, state: str = "failed") -> None:
         if not self._status:
             self._status = {"started": now(), "epoch": 0, "git_sha": git_sha(),
                             "versions": versions()}
-        self._status.update(state="failed", reason=reason, ended=now())
+        self._status.update(state=state, reason=reason, ended=now())
         self.dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.status_path, self._status)
 

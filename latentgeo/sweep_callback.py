@@ -1,9 +1,10 @@
 """End every multirun with one table of its jobs, read from their ``status.json``.
 
 Registered in ``conf/train.yaml`` under ``hydra.callbacks``. The table lists
-``job, state, reason, run dir`` for every ``<sweep_dir>/<job_num>/`` and ends with
-``N ok, M failed, K other``. ``status.json`` is the truth: Slurm may say COMPLETED for a job whose
-run failed, and a job cancelled before it started has no run dir at all (shown as ``missing``).
+``job, state, reason, run dir`` for every job ``<sweep_dir>/<job_num>/`` of the sweep and ends
+with ``N ok, M failed, K other``; the driver exits 1 unless every run is ok. ``status.json`` is
+the truth: Slurm may say COMPLETED for a job whose run failed, and a job cancelled before it
+started has no run dir at all (shown as ``missing``).
 
 Why an ``atexit`` hook as well as ``on_multirun_end``: in hydra-core 1.3 the sweeper reads every
 job's ``JobReturn.return_value`` (``BasicSweeper.sweep``), which re-raises the first failed

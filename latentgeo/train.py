@@ -155,7 +155,9 @@ def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> dict:
         record.finish_ok(summary)
     except BaseException as error:
         reason = f"{type(error).__name__}: {error}"
-        record.fail(reason)
+        # submitit requeues a timed-out or preempted job by raising SystemExit: that run is
+        # not failed, it resumes from last.pt when the job starts again
+        record.fail(reason, "interrupted" if isinstance(error, SystemExit) else "failed")
         if sink is not None:
             sink.finish(exit_code=1)
         raise

@@ -48,6 +48,10 @@ _latentgeo_slurm_up() (
     exit 0
   fi
   [[ $(id -u) == 0 ]] || { echo "up.sh: must run as root (the daemons run as root)" >&2; exit 1; }
+  if [[ -d $dir && -n $(ls -A "$dir") && ! -f $dir/slurm.conf ]]; then
+    echo "up.sh: SLURM_DIR=$dir is not empty and holds no slurm.conf; not touching it" >&2
+    exit 1
+  fi
   [[ -d $dir ]] && { "$here/down.sh" >/dev/null 2>&1 || true; }  # leftovers of an earlier run
   rm -rf "$dir"
   mkdir -p "$dir"/{state,spool}
