@@ -14,13 +14,11 @@ time includes starting its worker processes (a new DataLoader per epoch, as it i
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
+from _common import default_threads, print_header  # noqa: E402
 
 from latentgeo.data import TensorLoader, load_synthetic
 from latentgeo.data.torch_loader import TorchLoader
@@ -28,16 +26,6 @@ from latentgeo.data.torch_loader import TorchLoader
 BATCH = 128
 
 
-def default_threads() -> int:
-    """$OMP_NUM_THREADS when set (e.g. 1 on a machine shared with other jobs), else all cores."""
-    return int(os.environ.get("OMP_NUM_THREADS") or len(os.sched_getaffinity(0)))
-
-
-def print_header(device: torch.device) -> None:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-    print(f"# {Path(__file__).name}  device {device} ({name or platform.machine()})  "
-          f"torch {torch.__version__}  threads {torch.get_num_threads()}  "
-          f"load avg {os.getloadavg()[0]:.1f}")
 
 
 def epoch_seconds(loader, epoch: int, device: torch.device) -> float:

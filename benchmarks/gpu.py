@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import copy
 import inspect
-import os
 import platform
 import statistics
 import sys
@@ -38,6 +37,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.conftest
+from _common import default_threads  # noqa: E402
+
 from latentgeo import engine  # noqa: E402
 from latentgeo.data import Split, load_dataset  # noqa: E402
 from latentgeo.metrics import suite  # noqa: E402
@@ -48,10 +49,6 @@ BE_EPOCHS = 800
 BE_IMAGES = 50000
 BE_BUDGET_H = 10.0  # A100-hours
 
-
-def default_threads() -> int:
-    """$OMP_NUM_THREADS when set (e.g. 1 on a machine shared with other jobs), else all cores."""
-    return int(os.environ.get("OMP_NUM_THREADS") or len(os.sched_getaffinity(0)))
 
 
 def print_header(device: torch.device | None) -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import platform
 import statistics
 import sys
 import time
@@ -34,6 +33,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.conftest
+from _common import default_threads, print_header  # noqa: E402
+
 from latentgeo.data import TensorLoader, load_synthetic  # noqa: E402
 from latentgeo.data.loader import normalize  # noqa: E402
 from latentgeo.engine import build_optimizer, classifier_loss, train_epoch  # noqa: E402
@@ -50,16 +51,6 @@ CASES = [  # name, config overrides, input shape
 ]
 
 
-def default_threads() -> int:
-    """$OMP_NUM_THREADS when set (e.g. 1 on a machine shared with other jobs), else all cores."""
-    return int(os.environ.get("OMP_NUM_THREADS") or len(os.sched_getaffinity(0)))
-
-
-def print_header(device: torch.device) -> None:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-    print(f"# {Path(__file__).name}  device {device} ({name or platform.machine()})  "
-          f"torch {torch.__version__}  threads {torch.get_num_threads()}  "
-          f"load avg {os.getloadavg()[0]:.1f}")
 
 
 def sync(device: torch.device) -> None:

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import os
-import platform
 import statistics
 import sys
 import time
@@ -36,24 +34,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.conftest
+from _common import default_threads, print_header  # noqa: E402
+
 from latentgeo import engine  # noqa: E402
 from latentgeo.data import load_dataset  # noqa: E402
 from latentgeo.metrics import suite  # noqa: E402
 from latentgeo.metrics.features import collect_features  # noqa: E402
 from latentgeo.models import build_model  # noqa: E402
 from tests.conftest import compose_cfg  # noqa: E402
-
-
-def default_threads() -> int:
-    """$OMP_NUM_THREADS when set (e.g. 1 on a machine shared with other jobs), else all cores."""
-    return int(os.environ.get("OMP_NUM_THREADS") or len(os.sched_getaffinity(0)))
-
-
-def print_header(device: torch.device) -> None:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-    print(f"# {Path(__file__).name}  device {device} ({name or platform.machine()})  "
-          f"torch {torch.__version__}  threads {torch.get_num_threads()}  "
-          f"load avg {os.getloadavg()[0]:.1f}")
 
 
 def call_evaluate(cfg, model, loaders, epoch: int, last: bool):

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
-import platform
 import statistics
 import sys
 import time
@@ -28,6 +26,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.conftest
+from _common import default_threads, print_header  # noqa: E402
+
 from latentgeo.data import Split, TensorLoader, load_synthetic  # noqa: E402
 from latentgeo.engine import build_optimizer, classifier_loss, train_epoch  # noqa: E402
 from latentgeo.models import build_model  # noqa: E402
@@ -37,16 +37,6 @@ BATCH = 128
 GAMMA = 0.01
 
 
-def default_threads() -> int:
-    """$OMP_NUM_THREADS when set (e.g. 1 on a machine shared with other jobs), else all cores."""
-    return int(os.environ.get("OMP_NUM_THREADS") or len(os.sched_getaffinity(0)))
-
-
-def print_header(device: torch.device) -> None:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-    print(f"# {Path(__file__).name}  device {device} ({name or platform.machine()})  "
-          f"torch {torch.__version__}  threads {torch.get_num_threads()}  "
-          f"load avg {os.getloadavg()[0]:.1f}")
 
 
 class Variant:

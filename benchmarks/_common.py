@@ -1,0 +1,23 @@
+"""Helpers shared by the benchmark scripts (run as ``python benchmarks/<name>.py``)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+
+def default_threads() -> int:
+    """$OMP_NUM_THREADS when set (e.g. 1 on a machine shared with other jobs), else all cores."""
+    return int(os.environ.get("OMP_NUM_THREADS") or len(os.sched_getaffinity(0)))
+
+
+def print_header(device: torch.device) -> None:
+    """Script, device, torch version, threads and load: what the numbers below depend on."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    print(f"# {Path(sys.argv[0]).name}  device {device} ({name or platform.machine()})  "
+          f"torch {torch.__version__}  threads {torch.get_num_threads()}  "
+          f"load avg {os.getloadavg()[0]:.1f}")
