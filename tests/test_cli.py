@@ -18,7 +18,8 @@ from tests.conftest import REPO, TINY, run_cli
 BAD_CONFIGS = [
     (["model=no_such_model"], "model/no_such_model"),
     (["trainer.epochs=many"], "trainer.epochs"),
-    (["optimizer.lr=0"], "optimizer.lr=0.0 is not allowed"),
+    (["optimizer.lr=0"], "optimizer.lr=0 is not allowed"),
+    (["optimizer.lr=fast"], "optimizer.lr='fast' is not allowed: a finite number > 0, or auto"),
     (["optimizer.lr=-1e-3"], "optimizer.lr=-0.001 is not allowed"),
     (["trainer.epochs=0"], "trainer.epochs=0 is not allowed"),
     (["trainer.batch_size=0"], "trainer.batch_size=0 is not allowed"),
