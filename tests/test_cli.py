@@ -106,11 +106,10 @@ def test_wandb_offline_run_logs_the_same_final_accuracy(tmp_path):
                               "--json", str(log)], capture_output=True, text=True, timeout=60)
     records = [json.loads(line) for line in inspect.stdout.splitlines() if line.startswith("{")]
     history = [r["history"]["item"] for r in records if r.get("type") == "history"]
-    events = read_metrics(run_dir / "metrics.jsonl")
-    assert [h["test/accuracy"] for h in history] == pytest.approx(
-        [e["test/accuracy"] for e in events])
-    assert [h["step"] for h in history] == [e["step"] for e in events]
-    assert "test/x_pen/node_0._type" in history[-1]  # histograms at evaluation points
+    events = [e for e in read_metrics(run_dir / "metrics.jsonl") if "test/accuracy" in e]
+    logged = {h["_step"]: h["test/accuracy"] for h in history if "test/accuracy" in h}
+    assert logged == pytest.approx({e["step"]: e["test/accuracy"] for e in events})
+    assert any("test/x_pen/node_0._type" in h for h in history)  # histograms at evaluations
     assert "secret-key-123456" not in (run_dir / "config.yaml").read_text()
 
 

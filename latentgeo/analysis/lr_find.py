@@ -2,9 +2,9 @@
 ``--tune``, reference §2.7).
 
     python -m latentgeo.analysis.lr_find [the usual Hydra overrides]
-        [+optimizer.lr_find.min_lr=1e-8] [+optimizer.lr_find.max_lr=1]
-        [+optimizer.lr_find.steps=100] [+optimizer.lr_find.early_stop_threshold=4]
-        [+optimizer.lr_find.slope=log_lr]
+        [optimizer.lr_find.min_lr=1e-8] [optimizer.lr_find.max_lr=1]
+        [optimizer.lr_find.steps=100] [optimizer.lr_find.early_stop_threshold=4]
+        [optimizer.lr_find.slope=log_lr]
 
 Trains the run's freshly initialised model (``trainer.seed``, as ``train`` builds it) for up
 to ``steps`` optimizer steps on the run's training batches with the run's optimizer and loss,
