@@ -21,3 +21,14 @@ def print_header(device: torch.device) -> None:
     print(f"# {Path(sys.argv[0]).name}  device {device} ({name or platform.machine()})  "
           f"torch {torch.__version__}  threads {torch.get_num_threads()}  "
           f"load avg {os.getloadavg()[0]:.1f}")
+
+
+def start(parser) -> tuple:
+    """Add --threads, parse, set torch's threads, print the header; returns (args, device)."""
+    parser.add_argument("--threads", type=int, default=default_threads(),
+                        help="torch CPU threads (default: $OMP_NUM_THREADS, else all cores)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    print_header(device)
+    return args, device

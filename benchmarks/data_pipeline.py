@@ -18,7 +18,7 @@ import statistics
 import time
 
 import torch
-from _common import default_threads, print_header  # noqa: E402
+from _common import start as start_benchmark  # noqa: E402
 
 from latentgeo.data import TensorLoader, load_synthetic
 from latentgeo.data.torch_loader import TorchLoader
@@ -43,12 +43,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=6400, help="images per epoch (6400)")
     parser.add_argument("--rounds", type=int, default=4, help="timed epochs per loader (4)")
-    parser.add_argument("--threads", type=int, default=default_threads(),
-                        help="torch CPU threads (default: $OMP_NUM_THREADS, else all cores)")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    print_header(device)
+    args, device = start_benchmark(parser)
     data = load_synthetic(32, 3, 10, args.images, 10, seed=0)
     common = dict(mean=data.mean, std=data.std, batch_size=BATCH, device=device, shuffle=True,
                   augment=True, seed=0)

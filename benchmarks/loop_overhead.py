@@ -33,7 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.conftest
-from _common import default_threads, print_header  # noqa: E402
+from _common import start as start_benchmark  # noqa: E402
 
 from latentgeo.data import TensorLoader, load_synthetic  # noqa: E402
 from latentgeo.data.loader import normalize  # noqa: E402
@@ -143,12 +143,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=25.0,
                         help="seconds of timed epochs per model (default 25)")
-    parser.add_argument("--threads", type=int, default=default_threads(),
-                        help="torch CPU threads (default: $OMP_NUM_THREADS, else all cores)")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    print_header(device)
+    args, device = start_benchmark(parser)
     print(f"batch {BATCH}, bin_enc head (γ={GAMMA}), AdamW; images/s = median over pairs; "
           "ratio = median (min–max) of per-pair latentgeo/bare; best/best = ratio of the "
           "fastest epochs")

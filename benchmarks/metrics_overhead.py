@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.conftest
-from _common import default_threads, print_header  # noqa: E402
+from _common import start as start_benchmark  # noqa: E402
 
 from latentgeo import engine  # noqa: E402
 from latentgeo.data import load_dataset  # noqa: E402
@@ -72,12 +72,7 @@ def main() -> None:
                         help="timed repeats (2; fewer when one takes over budget/2)")
     parser.add_argument("--budget", type=float, default=100.0,
                         help="seconds for warm-up + repeats (100)")
-    parser.add_argument("--threads", type=int, default=default_threads(),
-                        help="torch CPU threads (default: $OMP_NUM_THREADS, else all cores)")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    print_header(device)
+    args, device = start_benchmark(parser)
     cfg = compose_cfg([
         "model=resnet18", f"model.width={args.width}", "head=bin_enc", "metrics=default",
         "metrics.perturbation.when=off", "dataset=synthetic", "dataset.image_size=28",

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.conftest
-from _common import default_threads, print_header  # noqa: E402
+from _common import start as start_benchmark  # noqa: E402
 
 from latentgeo.data import Split, TensorLoader, load_synthetic  # noqa: E402
 from latentgeo.engine import build_optimizer, classifier_loss, train_epoch  # noqa: E402
@@ -77,12 +77,7 @@ def main() -> None:
                         help="target seconds per timed epoch and variant (2.5)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
-    parser.add_argument("--threads", type=int, default=default_threads(),
-                        help="torch CPU threads (default: $OMP_NUM_THREADS, else all cores)")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    print_header(device)
+    args, device = start_benchmark(parser)
 
     cfg = compose_cfg(["model=resnet18", f"model.width={args.width}", "head=bin_enc",
                        "dataset=synthetic"])
