@@ -245,7 +245,9 @@ def test_latentgeo_sweep_id_reenters_a_sweep_resumes_and_skips_finished_jobs(tmp
     first = outputs / "sweeps" / sweep_id / "0"
     deadline = time.time() + 180
     while time.time() < deadline and driver.poll() is None:
-        if len(read_metrics(first / "metrics.jsonl")) >= 1:
+        # last.pt is written after the epoch's metrics line: wait for it, or the kill can land
+        # between the two and the job rightly starts over instead of resuming
+        if (first / "checkpoints" / "last.pt").is_file():
             break
         time.sleep(0.05)
     assert driver.poll() is None, "the sweep ended before it could be killed"
