@@ -32,3 +32,27 @@ def start(parser) -> tuple:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     print_header(device)
     return args, device
+
+
+WEIGHT_FAMILIES = ("hyperplanes", "alpha")  # data-free: every epoch, not part of an evaluation
+
+
+def evaluate(cfg, model, data, loaders, epoch: int, last: bool) -> dict:
+    """One evaluation as ``engine.fit`` runs it at an evaluation epoch (``last``: the last
+    epoch): the due metric families on the data, without the data-free weight families."""
+    from latentgeo import families
+    from latentgeo.config import to_typed
+
+    cfg = to_typed(cfg)
+    due = [f for f in families.due(cfg, epoch, last) if f.name not in WEIGHT_FAMILIES]
+    return families.measure(families.Point(cfg, model, epoch, last, data, loaders), due)
+
+
+def weight_metrics(cfg, model, data, loaders, init_state) -> dict:
+    """The data-free families of one epoch (hyperplane statistics, distance from init)."""
+    from latentgeo import families
+    from latentgeo.config import to_typed
+
+    cfg = to_typed(cfg)
+    point = families.Point(cfg, model, 1, False, data, loaders, init_state=init_state)
+    return families.measure(point, [families.FAMILIES[name] for name in WEIGHT_FAMILIES])

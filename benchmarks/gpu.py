@@ -7,7 +7,7 @@ device it prints "skipped: no CUDA" and exits 0 (so ``make bench`` works on CPU)
 ``--device cpu --images 1024 --width 8 --batch 128 --epochs 1 --no-compile`` is a smoke run
 of the same code on a CPU.
 
-Variants, each from the same initial weights, trained by ``engine.train_epoch`` over the
+Variants, each from the same initial weights, trained by ``loop.train_epoch`` over the
 ``make_loaders`` train loader (TensorLoader, augment on, as for cifar10):
 - fp32: no switches (cuDNN's default TF32 convolutions);
 - bf16 + channels_last: ``autocast_dtype=torch.bfloat16``, model and batches NHWC;
@@ -17,8 +17,9 @@ recompile for the last, partial batch), then ``--epochs`` timed epochs: images/s
 Compile time = warm-up epoch − a steady epoch, reported apart.
 
 Projection of BE's run (800 epochs, evaluation every 50 epochs = 16 evaluations, hyperplane
-statistics every epoch): 800 × epoch time of the fastest variant + 16 × one ``engine.evaluate``
-(metrics=default, DeepFool off, fp32 eager model as the engine evaluates) + 800 × weight
+statistics every epoch): 800 × epoch time of the fastest variant + 16 × one evaluation
+(``families.measure``, metrics=default, DeepFool off, fp32 eager model as the engine
+evaluates) + 800 × weight
 metrics, scaled to 50000 images when ``--images`` differs; compared with BE's budget of
 10 A100-hours (an H100 is roughly 2-3× an A100 for this work).
 """
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import inspect
 import platform
 import statistics
 import sys
@@ -37,11 +37,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.conftest
-from _common import default_threads  # noqa: E402
+from _common import default_threads, evaluate, weight_metrics  # noqa: E402
 
-from latentgeo import engine  # noqa: E402
+from latentgeo import loop  # noqa: E402
+from latentgeo.build import make_loaders  # noqa: E402
 from latentgeo.data import Split, load_dataset  # noqa: E402
-from latentgeo.metrics import suite  # noqa: E402
 from latentgeo.models import build_model  # noqa: E402
 from tests.conftest import compose_cfg  # noqa: E402
 
@@ -73,14 +73,6 @@ def timed(fn, device: torch.device) -> float:
     fn()
     synchronize(device)
     return time.perf_counter() - tic
-
-
-def call_evaluate(cfg, model, loaders, epoch: int, last: bool):
-    """engine.evaluate across its signature changes: (cfg, model, loaders, [epoch,] last)."""
-    kwargs = {"last": last}
-    if "epoch" in inspect.signature(engine.evaluate).parameters:
-        kwargs["epoch"] = epoch
-    return engine.evaluate(cfg, model, loaders, **kwargs)
 
 
 def main() -> None:
@@ -116,13 +108,13 @@ def main() -> None:
     for name in ("train", "test"):  # resident on the device once; the loaders share it
         split = getattr(data, name)
         setattr(data, name, Split(split.x.to(device), split.y.to(device)))
-    loaders = engine.make_loaders(cfg, data, device)
+    loaders = make_loaders(cfg, data, device)
     print(f"data: {args.images} train + {args.images // 5} test uint8 3x32x32 on {device} "
           f"({time.perf_counter() - tic:.1f} s to make)")
     torch.manual_seed(0)
     base = build_model(cfg, data.input_shape, data.num_classes).to(device)
     init_state = {k: v.detach().clone() for k, v in base.state_dict().items()}
-    loss_fn = engine.classifier_loss(cfg.head.gamma_start)
+    loss_fn = loop.classifier_loss(cfg.head.gamma_start)
     variants = [("fp32", False, False)]
     variants.append(("bf16 + channels_last", True, False))
     if not args.no_compile:
@@ -133,7 +125,7 @@ def main() -> None:
         model = copy.deepcopy(base)
         memory_format = torch.channels_last if fast else torch.contiguous_format
         model.to(memory_format=memory_format)
-        optimizer = engine.build_optimizer(cfg, model)
+        optimizer = loop.build_optimizer(cfg.optimizer, model)
         train_model = torch.compile(model) if compiled else model
         autocast_dtype = torch.bfloat16 if fast else None
 
@@ -142,7 +134,7 @@ def main() -> None:
 
         def epoch(e: int, train_model=train_model, optimizer=optimizer, closure=closure,
                   autocast_dtype=autocast_dtype) -> None:
-            engine.train_epoch(train_model, loaders.train, optimizer, e, closure,
+            loop.train_epoch(train_model, loaders.train, optimizer, e, closure,
                                autocast_dtype=autocast_dtype)
 
         warm_up = timed(lambda epoch=epoch: epoch(0), device)
@@ -159,9 +151,10 @@ def main() -> None:
 
     # one evaluation as the engine runs it: the eager model, fp32, NHWC weights when switched
     evaluated = rows[-1]["model"]
-    call_evaluate(cfg, evaluated, loaders, 1, last=False)  # warm-up
-    eval_s = timed(lambda: call_evaluate(cfg, evaluated, loaders, 2, last=False), device)
-    weights_s = timed(lambda: suite.weight_metrics(cfg, evaluated, init_state), device)
+    every = cfg.metrics.every
+    evaluate(cfg, evaluated, data, loaders, every, last=False)  # warm-up
+    eval_s = timed(lambda: evaluate(cfg, evaluated, data, loaders, every, last=False), device)
+    weights_s = timed(lambda: weight_metrics(cfg, evaluated, data, loaders, init_state), device)
 
     print(f"resnet18 width {args.width}, bin_enc head, batch {args.batch}, AdamW, flip + crop; "
           f"median of {args.epochs} epochs (min–max); cudnn.benchmark={args.cudnn_benchmark}")

@@ -5,7 +5,7 @@ Run: ``python benchmarks/loop_overhead.py [--budget 25] [--threads N]`` (CPU: �
 Same model (one init, two copies), same optimizer (``build_optimizer``: AdamW, two groups),
 same loss (CE + γ·mean(x_pen²), bin_enc head, γ = 0.01), same samples, batch 128, shuffled:
 
-- latentgeo: ``engine.train_epoch`` over a ``TensorLoader`` (uint8 on the device, normalised
+- latentgeo: ``loop.train_epoch`` over a ``TensorLoader`` (uint8 on the device, normalised
   per batch) with ``classifier_loss`` and a progress bar (into /dev/null) — i.e. everything
   ``fit`` does per step;
 - bare: the textbook loop over the already-normalised float tensor, indexed by a randperm.
@@ -37,7 +37,7 @@ from _common import start as start_benchmark  # noqa: E402
 
 from latentgeo.data import TensorLoader, load_synthetic  # noqa: E402
 from latentgeo.data.loader import normalize  # noqa: E402
-from latentgeo.engine import build_optimizer, classifier_loss, train_epoch  # noqa: E402
+from latentgeo.loop import build_optimizer, classifier_loss, train_epoch  # noqa: E402
 from latentgeo.models import build_model  # noqa: E402
 from tests.conftest import compose_cfg  # noqa: E402
 
@@ -78,7 +78,7 @@ def measure(name: str, overrides: list[str], shape: tuple[int, int, int], budget
     torch.manual_seed(0)
     model_a = build_model(cfg, shape, 10).to(device)
     model_b = copy.deepcopy(model_a)
-    opt_a, opt_b = build_optimizer(cfg, model_a), build_optimizer(cfg, model_b)
+    opt_a, opt_b = build_optimizer(cfg.optimizer, model_a), build_optimizer(cfg.optimizer, model_b)
     loss_fn = classifier_loss(GAMMA)
 
     # calibrate on 3 steps, then size the epoch so that ~MAX_PAIRS pairs fit into the budget
@@ -97,7 +97,7 @@ def measure(name: str, overrides: list[str], shape: tuple[int, int, int], budget
     generator = torch.Generator(device=device).manual_seed(0)
 
     # fit's progress bar (trainer.progress=true), drawn into /dev/null: its per-step update and
-    # the host sync every engine.REFRESH steps are part of latentgeo's step
+    # the host sync every loop.REFRESH steps are part of latentgeo's step
     bar = tqdm(total=10**9, unit="step", dynamic_ncols=True, leave=False,
                file=open(os.devnull, "w"))  # closed at exit
 

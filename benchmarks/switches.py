@@ -5,7 +5,7 @@ Run: ``python benchmarks/switches.py [--width 8] [--rounds 3] [--no-compile]``
 (CPU: ≈ 1.5 min, most of it compiling once).
 
 A narrow resnet18 (bin_enc head) on CIFAR-shaped synthetic data, batch 128, AdamW, trained by
-``engine.train_epoch`` over a ``TensorLoader`` — the path ``fit`` takes. Every variant starts
+``loop.train_epoch`` over a ``TensorLoader`` — the path ``fit`` takes. Every variant starts
 from the same initial weights. channels_last = model and batches in NHWC; bf16 = the engine's
 ``autocast_dtype``; compile = ``torch.compile(model)`` (mode default), whose compile time
 (first step minus a steady step) is reported on its own line and kept out of the throughput.
@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.confte
 from _common import start as start_benchmark  # noqa: E402
 
 from latentgeo.data import Split, TensorLoader, load_synthetic  # noqa: E402
-from latentgeo.engine import build_optimizer, classifier_loss, train_epoch  # noqa: E402
+from latentgeo.loop import build_optimizer, classifier_loss, train_epoch  # noqa: E402
 from latentgeo.models import build_model  # noqa: E402
 from tests.conftest import compose_cfg  # noqa: E402
 
@@ -48,7 +48,7 @@ class Variant:
         self.model = copy.deepcopy(base)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
-        self.optimizer = build_optimizer(cfg, self.model)
+        self.optimizer = build_optimizer(cfg.optimizer, self.model)
         self.train_model = (torch.compile(self.model, mode=compile_mode) if compile_mode
                             else self.model)
         self.autocast_dtype = torch.bfloat16 if bf16 else None

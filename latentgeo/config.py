@@ -1,14 +1,25 @@
-"""Structured configs (the schema behind ``conf/``) and validation with clear messages.
+"""Structured configs (the schema behind ``conf/``), the metric-schedule vocabulary, the
+bookkeeping keys and the resolvers ``conf/train.yaml`` uses.
 
 Hydra merges ``conf/`` onto these dataclasses, so a typo in a key or a wrong type fails at
-composition. ``validate`` then checks values (ranges, combinations) before anything is built;
-every message names the key, the bad value and what is allowed.
+composition; ``to_typed`` then turns the composed config into the dataclasses once, and every
+builder takes its own sub-config. Value checks that need the components' registries live in
+``latentgeo.build.validate``; every message names the key, the bad value and what is allowed.
+
+Foundation layer: imports no other latentgeo module.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import hashlib
 import math
+import os
+import re
+import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -39,17 +50,23 @@ class ActivationConfig:
     oscillation_window: int = 10  # ... within the last `window` epochs
 
 
+HEAD_PENALTIES = ("mse", "exp", "l1")  # head.penalty; loop.PENALTIES implements each
+
+
 @dataclass
 class HeadConfig:
     name: str = MISSING  # bin_enc | lin_pen | nonlin_pen | no_pen
     penultimate_nodes: int = 6
     dropout_penultimate: bool = False
     # γ-schedule of the bin_enc compression loss (BE §1.3): γ ← γ·factor every `gamma_step`
-    # epochs while γ < gamma_max; the loss uses γ·mean(x_pen²).
+    # epochs while γ < gamma_max; the loss adds γ·penalty(x_pen).
     gamma_start: float = 0.01
     gamma_factor: float = 1.05
     gamma_step: int = 1
     gamma_max: float = 1e6
+    # the compression penalty γ multiplies (BE-dev's loss_pen_funct): mse = mean(x_pen²) (BE),
+    # exp = exp(mean(x_pen²)), l1 = mean(|x_pen|)
+    penalty: str = "mse"
 
 
 @dataclass
@@ -94,7 +111,9 @@ class LRFindConfig:
     steps: int = 100
     early_stop_threshold: float | None = 4.0  # stop when smoothed loss > this × its best
     beta: float = 0.98  # EMA smoothing of the loss
-    slope: str = "log_lr"  # steepest descent w.r.t. log lr (log_lr) or lr (Lightning 2.5+)
+    # steepest descent w.r.t. log lr, the only rule (``lr``, d/d lr on the exponential ramp,
+    # was removed: it picked the smallest candidate); the key stays so old config.yaml read
+    slope: str = "log_lr"
 
 
 @dataclass
@@ -119,14 +138,70 @@ class ScheduleConfig:
     min_lr: float = 0.0  # cosine: final LR
 
 
-# "when" values of the scheduled metric families: off | last (the last epoch only) | every
-# (every evaluation, i.e. every `metrics.every` epochs and the last epoch)
-WHEN = ("off", "last", "every")
+# ---------------------------------------------------------------------------- schedules
+# One vocabulary for when a metric family runs (``metrics.<family>.when``): terms joined by
+# ``+`` (a comma would make a Hydra sweep) of
+#   off       never
+#   init      at epoch 0, on the initial weights (before the first step)
+#   every     at every evaluation: every ``metrics.every`` epochs and at the last epoch
+#   every:N   every N epochs and at the last epoch (``every:1`` = every epoch)
+#   last      at the last epoch only
+# e.g. ``init+every:1`` (the hyperplane statistics: data-free, cheap).
+SCHEDULE_TERMS = ("off", "init", "every", "every:N", "last")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    init: bool = False
+    every_evaluation: bool = False
+    every_epochs: int | None = None
+    last: bool = False
+
+    def due(self, epoch: int, last: bool, evaluation_every: int) -> bool:
+        """Is a family with this schedule due after ``epoch`` (0 = the initial weights)?"""
+        if epoch == 0:
+            return self.init
+        if last and (self.last or self.every_evaluation or self.every_epochs):
+            return True
+        if self.every_evaluation and epoch % evaluation_every == 0:
+            return True
+        return bool(self.every_epochs) and epoch % self.every_epochs == 0
+
+
+def parse_schedule(text: str, key: str = "when") -> Schedule:
+    """``init+every:5`` -> Schedule; ConfigError naming the key and the vocabulary otherwise."""
+    terms = [t.strip() for t in str(text).split("+") if t.strip()]
+    allowed = f"terms of {', '.join(SCHEDULE_TERMS)} (N >= 1) joined by '+', e.g. init+every:5"
+    if not terms:
+        raise ConfigError(f"{key}={text!r} is not allowed: {allowed}")
+    if terms == ["off"]:
+        return Schedule()
+    init = every = last = False
+    every_epochs = None
+    for term in terms:
+        match = re.fullmatch(r"every:(\d+)", term)
+        if term == "init":
+            init = True
+        elif term == "every":
+            every = True
+        elif term == "last":
+            last = True
+        elif match and int(match.group(1)) >= 1 and every_epochs is None:
+            every_epochs = int(match.group(1))
+        else:
+            raise ConfigError(f"{key}={text!r} is not allowed: {allowed}")
+    return Schedule(init, every, every_epochs, last)
+
+
+def when(default: str) -> Any:
+    return field(default_factory=lambda: WhenConfig(default))
 
 
 @dataclass
-class MahalanobisConfig:
-    when: str = "last"  # BE computes it at the last epoch only
+class WhenConfig:
+    """A metric family with no settings but its schedule."""
+
+    when: str = "every"
 
 
 @dataclass
@@ -145,13 +220,10 @@ class OODConfig:
 
 
 @dataclass
-class NC1Config:
-    when: str = "off"  # per-block streaming NC1 (TH); two extra passes per split
-
-
-@dataclass
 class HyperplanesConfig:
-    enabled: bool = True  # data-free: every epoch and at epoch 0
+    """Projection statistics of the filters (HP) and the distance from initialisation."""
+
+    when: str = "init+every:1"  # data-free, so every epoch and at epoch 0
     normalize: bool = True
     with_linear: bool = False
     skip_pointwise: bool = True
@@ -162,19 +234,19 @@ class DIBConfig:
     """Decodable information bottleneck per block (TH §2.6): decoders trained on frozen
     encoders; costly (≈ 9 main epochs per decoder epoch on a tiny run), so scheduled rarely."""
 
-    every: int = 0  # 0 = off; else every N epochs and at the last epoch
+    when: str = "off"  # e.g. every:10 (and the last epoch)
     blocks: list[str] | None = None  # null = all: stem + the backbone's blocks
     epochs: int = 20  # V-sufficiency decoders (TH --epochs)
-    minimality_epochs: int | None = None  # V-minimality decoders (TH --dib-epochs 50)
+    minimality_epochs: int | None = 50  # V-minimality decoders (TH --dib-epochs); null = epochs
     splits: list[str] = field(default_factory=lambda: ["train", "test"])
     batch_size: int | None = None  # null = trainer.batch_size
 
 
 @dataclass
 class ReinitConfig:
-    """Layer re-initialisation robustness (Zhang, Bengio & Singer 2019, as HP) at run end."""
+    """Layer re-initialisation robustness (Zhang, Bengio & Singer 2019, as HP)."""
 
-    at_end: bool = False
+    when: str = "off"  # last: at the end of the run
     layers: str = "conv"  # conv | conv+linear
     rand: bool = True  # also re-initialise from a fresh independent random draw
     rand_seed: int | None = None  # null = trainer.seed + 1000003
@@ -182,19 +254,26 @@ class ReinitConfig:
 
 @dataclass
 class MetricsConfig:
+    """``every`` is the evaluation interval; each family node's ``when`` says when it runs
+    (vocabulary above). Families: ``latentgeo.families`` (one registry entry each)."""
+
     every: int = 50  # evaluate every N epochs (and always at the last epoch)
-    collapse: bool = True  # BE's collapse metrics on x_pen (by predictions and by true labels)
-    binarity: bool = True  # BE: bin_enc and lin_pen heads only
-    same_encoding: bool = True
-    mahalanobis: MahalanobisConfig = field(default_factory=MahalanobisConfig)
+    collapse: WhenConfig = when("every")  # BE's collapse metrics on x_pen (preds, true labels)
+    binarity: WhenConfig = when("every")  # BE: bin_enc and lin_pen heads only
+    same_encoding: WhenConfig = when("every")
+    mahalanobis: WhenConfig = when("last")  # BE computes it at the last epoch only
     perturbation: PerturbationConfig = field(default_factory=PerturbationConfig)
     ood: OODConfig = field(default_factory=OODConfig)
-    nc1: NC1Config = field(default_factory=NC1Config)
+    nc1: WhenConfig = when("off")  # per-block streaming NC1 (TH); two extra passes per split
     hyperplanes: HyperplanesConfig = field(default_factory=HyperplanesConfig)
+    alpha: WhenConfig = when("every:1")  # ReLU_α statistics (models with ReLU_α sites)
     dib: DIBConfig = field(default_factory=DIBConfig)
     reinit: ReinitConfig = field(default_factory=ReinitConfig)
-    store_penultimate: bool = False  # penultimate.npz with the final x_pen of train and test
+    penultimate: WhenConfig = when("off")  # penultimate.npz: x_pen, labels, preds per split
     seed: int = 0  # GMM seeds of the binarity metrics
+    # train-side metrics on a fixed stratified sample of this many train images per class
+    # (seeded by metrics.seed) instead of the whole split: cheaper evaluations, a small error
+    train_subset: int | None = None
 
 
 @dataclass
@@ -221,6 +300,10 @@ class TrainerConfig:
     snapshot_epochs: list[int] = field(default_factory=list)  # checkpoints/epoch_XXXX.pt
     resume: bool = True  # continue from checkpoints/last.pt when the run dir has one
     progress: bool = True  # progress bar with ETA and live loss / accuracy
+    # debugging (conf/debug/): at most this many batches per epoch / per evaluation pass
+    limit_train_batches: int | None = None
+    limit_eval_batches: int | None = None
+    profile_steps: int = 0  # > 0: torch profiler trace of the first N steps -> profile/
     # speed switches (benchmarks/switches.py measures them): all off by default, since on CPU
     # bf16 autocast is 6-65x slower and compile costs 18-50 s per model for no gain
     channels_last: bool = False  # NHWC memory format for conv nets
@@ -242,130 +325,235 @@ class TrainConfig:
     name: str | None = None  # readable run name; default derived from model/head/dataset
 
 
-def register_configs() -> None:
-    """Make the schema available to ``conf/train.yaml`` as ``train_schema``."""
-    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
-
-
 class ConfigError(ValueError):
     """A config value that is well-typed but not allowed."""
 
 
-OPTIMIZERS = ("adamw", "adam", "sgd")
-SCHEDULES = ("constant", "step", "cosine")
-LOGGERS = ("wandb", "local")
-LOGGER_MODES = ("offline", "online", "disabled")
+class DatasetUnavailable(RuntimeError):
+    """The configured data set is neither on disk nor downloadable (an input problem: exit 2)."""
 
 
-def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
+def check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    """Raise ConfigError naming the key, the bad value and what is allowed."""
     if not ok:
         raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
 
 
-def validate(cfg: DictConfig, num_classes: int | None = None) -> None:
-    """Check values the schema cannot express; raise ConfigError naming key, value, allowed."""
-    from latentgeo.data import DATASETS  # local: config must not import data at module load
-    from latentgeo.models import HEADS, MODELS
-    from latentgeo.models.activations import ACTIVATIONS
+MAX_NAME = 200  # characters of name=: the run dir's name must stay a valid file name
 
-    _check(cfg.model.name in MODELS, "model.name", cfg.model.name, f"one of {sorted(MODELS)}")
-    activations = sorted([*ACTIVATIONS, "relu_alpha"])
-    _check(
-        cfg.model.activation in activations,
-        "model.activation", cfg.model.activation, f"one of {activations}",
-    )
-    _check(cfg.model.width is None or cfg.model.width >= 1, "model.width", cfg.model.width,
-           "a positive integer or null")
-    _check(len(cfg.model.widths) >= 1 and all(w >= 1 for w in cfg.model.widths),
-           "model.widths", list(cfg.model.widths), "a non-empty list of positive integers")
-    if cfg.model.activation == "relu_alpha":
+
+def check_values(cfg: TrainConfig) -> None:
+    """The checks that need no component (ranges, combinations, the schedule vocabulary): the
+    command line runs them before it imports torch. ``build.validate`` adds the registries."""
+    m, h, d, o, s, t = cfg.model, cfg.head, cfg.dataset, cfg.optimizer, cfg.schedule, cfg.trainer
+    check(m.width is None or m.width >= 1, "model.width", m.width, "a positive integer or null")
+    check(len(m.widths) >= 1 and all(w >= 1 for w in m.widths), "model.widths", list(m.widths),
+          "a non-empty list of positive integers")
+    if m.activation == "relu_alpha":
         a = cfg.activation
-        _check(a.granularity in ("layer", "channel"), "activation.granularity", a.granularity,
-               "layer or channel")
-        _check(a.mode in ("penalty", "anneal"), "activation.mode", a.mode, "penalty or anneal")
-        _check(0 <= a.init_alpha <= 1, "activation.init_alpha", a.init_alpha, "within [0, 1]")
-        _check(a.l1 >= 0, "activation.l1", a.l1, ">= 0")
-        _check(a.nu_step >= 0, "activation.nu_step", a.nu_step, ">= 0")
-        _check(a.oscillation_k >= 1, "activation.oscillation_k", a.oscillation_k, ">= 1")
-        _check(a.oscillation_window >= 2, "activation.oscillation_window",
-               a.oscillation_window, ">= 2")
-    _check(cfg.head.name in HEADS, "head.name", cfg.head.name, f"one of {list(HEADS)}")
-    _check(cfg.head.penultimate_nodes >= 1, "head.penultimate_nodes",
-           cfg.head.penultimate_nodes, "a positive integer")
-    _check(cfg.head.gamma_start >= 0, "head.gamma_start", cfg.head.gamma_start, ">= 0")
-    _check(cfg.head.gamma_factor > 0, "head.gamma_factor", cfg.head.gamma_factor, "> 0")
-    _check(cfg.head.gamma_step >= 1, "head.gamma_step", cfg.head.gamma_step, ">= 1")
-    _check(cfg.dataset.name in DATASETS, "dataset.name", cfg.dataset.name,
-           f"one of {sorted(DATASETS)}")
-    d = cfg.dataset
-    _check(d.loader in ("tensor", "torch"), "dataset.loader", d.loader, "tensor or torch")
-    _check(d.num_workers >= 0, "dataset.num_workers", d.num_workers, ">= 0")
-    _check(0 <= d.label_noise <= 1, "dataset.label_noise", d.label_noise, "within [0, 1]")
-    _check(d.classes is None or d.num_classes_subsample is None, "dataset.classes", d.classes,
-           "null when dataset.num_classes_subsample is set (choose one)")
-    _check(d.val_split is None or 0 < d.val_split < 1, "dataset.val_split", d.val_split,
-           "null or within (0, 1)")
-    _check(d.resize is None or d.resize_pad is None, "dataset.resize", d.resize,
-           "null when dataset.resize_pad is set (choose one)")
-    _check(cfg.optimizer.name in OPTIMIZERS, "optimizer.name", cfg.optimizer.name,
-           f"one of {list(OPTIMIZERS)}")
-    lr = cfg.optimizer.lr
-    _check(lr == "auto" or (isinstance(lr, (int, float)) and not isinstance(lr, bool)
-                            and math.isfinite(lr) and lr > 0),
-           "optimizer.lr", lr, "a finite number > 0, or auto")
-    f = cfg.optimizer.lr_find
-    _check(0 < f.min_lr < f.max_lr, "optimizer.lr_find.min_lr", f.min_lr,
-           f"> 0 and < optimizer.lr_find.max_lr={f.max_lr}")
-    _check(f.steps >= 12, "optimizer.lr_find.steps", f.steps, ">= 12")
-    _check(f.slope in ("log_lr", "lr"), "optimizer.lr_find.slope", f.slope, "log_lr or lr")
-    _check(cfg.optimizer.weight_decay >= 0, "optimizer.weight_decay",
-           cfg.optimizer.weight_decay, ">= 0")
-    _check(cfg.schedule.name in SCHEDULES, "schedule.name", cfg.schedule.name,
-           f"one of {list(SCHEDULES)}")
-    _check(cfg.schedule.step_size >= 1, "schedule.step_size", cfg.schedule.step_size, ">= 1")
-    _check(cfg.schedule.factor > 0, "schedule.factor", cfg.schedule.factor, "> 0")
-    _check(cfg.metrics.every >= 1, "metrics.every", cfg.metrics.every, ">= 1")
-    for family in ("mahalanobis", "perturbation", "ood", "nc1"):
-        when = cfg.metrics[family].when
-        _check(when in WHEN, f"metrics.{family}.when", when, f"one of {list(WHEN)}")
-    _check(cfg.metrics.perturbation.samples >= 1, "metrics.perturbation.samples",
-           cfg.metrics.perturbation.samples, ">= 1")
-    dib = cfg.metrics.dib
-    _check(dib.every >= 0, "metrics.dib.every", dib.every, ">= 0 (0 = off)")
-    _check(dib.epochs >= 1, "metrics.dib.epochs", dib.epochs, ">= 1")
-    bad_splits = [s for s in dib.splits if s not in ("train", "test", "val")]
-    _check(not bad_splits, "metrics.dib.splits", list(dib.splits), "train, test or val")
-    r = cfg.metrics.reinit
-    _check(r.layers in ("conv", "conv+linear"), "metrics.reinit.layers", r.layers,
-           "conv or conv+linear")
-    _check(r.rand_seed != cfg.trainer.seed, "metrics.reinit.rand_seed", r.rand_seed,
-           f"a seed other than trainer.seed={cfg.trainer.seed} (which reproduces init.pt)")
-    ood = cfg.metrics.ood.dataset
-    _check(ood is None or ood in DATASETS, "metrics.ood.dataset", ood,
-           f"null or one of {sorted(DATASETS)}")
-    _check(cfg.logger.name in LOGGERS, "logger.name", cfg.logger.name, f"one of {list(LOGGERS)}")
-    _check(cfg.logger.mode in LOGGER_MODES, "logger.mode", cfg.logger.mode,
-           f"one of {list(LOGGER_MODES)}")
-    _check(cfg.trainer.epochs >= 1, "trainer.epochs", cfg.trainer.epochs, ">= 1")
-    _check(cfg.trainer.batch_size >= 1, "trainer.batch_size", cfg.trainer.batch_size, ">= 1")
-    _check(cfg.trainer.eval_batch_size >= 1, "trainer.eval_batch_size",
-           cfg.trainer.eval_batch_size, ">= 1")
-    _check(cfg.trainer.precision in ("32", "bf16"), "trainer.precision", cfg.trainer.precision,
-           "32 or bf16")
-    _check(cfg.trainer.compile in ("false", "default", "max-autotune"), "trainer.compile",
-           cfg.trainer.compile, "false, default or max-autotune")
-    device = cfg.trainer.device
-    _check(device in ("auto", "cpu", "cuda") or device.startswith("cuda:"), "trainer.device",
-           device, "auto, cpu, cuda or cuda:N")
-    bad = [e for e in cfg.trainer.snapshot_epochs if not 1 <= e <= cfg.trainer.epochs]
-    _check(not bad, "trainer.snapshot_epochs", list(cfg.trainer.snapshot_epochs),
-           f"epochs within 1..trainer.epochs={cfg.trainer.epochs}")
-    if num_classes is not None and cfg.head.name in ("bin_enc", "lin_pen"):
-        nodes = cfg.head.penultimate_nodes
-        _check(2**nodes >= num_classes, "head.penultimate_nodes", nodes,
-               f"2^penultimate_nodes >= number of classes ({num_classes}) for head "
-               f"{cfg.head.name}, i.e. >= {math.ceil(math.log2(num_classes))}")
+        check(0 <= a.init_alpha <= 1, "activation.init_alpha", a.init_alpha, "within [0, 1]")
+        check(a.l1 >= 0, "activation.l1", a.l1, ">= 0")
+        check(a.nu_step >= 0, "activation.nu_step", a.nu_step, ">= 0")
+        check(a.oscillation_k >= 1, "activation.oscillation_k", a.oscillation_k, ">= 1")
+        check(a.oscillation_window >= 2, "activation.oscillation_window", a.oscillation_window,
+              ">= 2")
+    check(h.penultimate_nodes >= 1, "head.penultimate_nodes", h.penultimate_nodes,
+          "a positive integer")
+    check(h.gamma_start >= 0, "head.gamma_start", h.gamma_start, ">= 0")
+    check(h.gamma_factor > 0, "head.gamma_factor", h.gamma_factor, "> 0")
+    check(h.gamma_step >= 1, "head.gamma_step", h.gamma_step, ">= 1")
+    check(h.penalty in HEAD_PENALTIES, "head.penalty", h.penalty,
+          f"one of {list(HEAD_PENALTIES)}")
+    check(d.num_workers >= 0, "dataset.num_workers", d.num_workers, ">= 0")
+    for key in ("image_size", "channels", "train_size", "test_size"):
+        check(getattr(d, key) >= 1, f"dataset.{key}", getattr(d, key), ">= 1")
+    check(0 <= d.label_noise <= 1, "dataset.label_noise", d.label_noise, "within [0, 1]")
+    check(d.classes is None or d.num_classes_subsample is None, "dataset.classes", d.classes,
+          "null when dataset.num_classes_subsample is set (choose one)")
+    size = d.train_subset.size_per_class
+    check(size is None or size >= 1, "dataset.train_subset.size_per_class", size,
+          "null or a positive integer")
+    check(d.val_split is None or 0 < d.val_split < 1, "dataset.val_split", d.val_split,
+          "null or within (0, 1)")
+    check(d.resize is None or d.resize_pad is None, "dataset.resize", d.resize,
+          "null when dataset.resize_pad is set (choose one)")
+    check(o.lr == "auto" or (isinstance(o.lr, (int, float)) and not isinstance(o.lr, bool)
+                             and math.isfinite(o.lr) and o.lr > 0),
+          "optimizer.lr", o.lr, "a finite number > 0, or auto")
+    f = o.lr_find
+    check(0 < f.min_lr < f.max_lr, "optimizer.lr_find.min_lr", f.min_lr,
+          f"> 0 and < optimizer.lr_find.max_lr={f.max_lr}")
+    check(f.steps >= 12, "optimizer.lr_find.steps", f.steps, ">= 12")
+    check(f.slope == "log_lr", "optimizer.lr_find.slope", f.slope,
+          "log_lr (slope=lr was removed: on the exponential ramp d/d lr picks the smallest LR)")
+    check(o.weight_decay >= 0, "optimizer.weight_decay", o.weight_decay, ">= 0")
+    check(s.step_size >= 1, "schedule.step_size", s.step_size, ">= 1")
+    check(s.factor > 0, "schedule.factor", s.factor, "> 0")
+    metrics = cfg.metrics
+    check(metrics.every >= 1, "metrics.every", metrics.every, ">= 1")
+    for node in dataclasses.fields(metrics):
+        value = getattr(metrics, node.name)
+        if hasattr(value, "when"):
+            parse_schedule(value.when, f"metrics.{node.name}.when")
+    check(metrics.train_subset is None or metrics.train_subset >= 1, "metrics.train_subset",
+          metrics.train_subset, "null (the whole train split) or samples per class >= 1")
+    check(metrics.perturbation.samples >= 1, "metrics.perturbation.samples",
+          metrics.perturbation.samples, ">= 1")
+    dib = metrics.dib
+    check(dib.epochs >= 1, "metrics.dib.epochs", dib.epochs, ">= 1")
+    check(dib.minimality_epochs is None or dib.minimality_epochs >= 1,
+          "metrics.dib.minimality_epochs", dib.minimality_epochs, "null or >= 1")
+    check(metrics.reinit.rand_seed != t.seed, "metrics.reinit.rand_seed",
+          metrics.reinit.rand_seed,
+          f"a seed other than trainer.seed={t.seed} (which reproduces init.pt)")
+    check(cfg.logger.name in ("wandb", "local"), "logger.name", cfg.logger.name,
+          "one of ['wandb', 'local']")
+    check(cfg.logger.mode in ("offline", "online", "disabled"), "logger.mode", cfg.logger.mode,
+          "one of ['offline', 'online', 'disabled']")
+    check(t.epochs >= 1, "trainer.epochs", t.epochs, ">= 1")
+    check(t.batch_size >= 1, "trainer.batch_size", t.batch_size, ">= 1")
+    check(t.eval_batch_size >= 1, "trainer.eval_batch_size", t.eval_batch_size, ">= 1")
+    for key in ("limit_train_batches", "limit_eval_batches"):
+        value = getattr(t, key)
+        check(value is None or value >= 1, f"trainer.{key}", value, "null or >= 1")
+    check(t.profile_steps >= 0, "trainer.profile_steps", t.profile_steps, ">= 0 (0 = off)")
+    check(t.precision in ("32", "bf16"), "trainer.precision", t.precision, "32 or bf16")
+    check(t.compile.lower() in ("false", "default", "max-autotune"), "trainer.compile",
+          t.compile, "false, default or max-autotune")
+    check(t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:"), "trainer.device",
+          t.device, "auto, cpu, cuda or cuda:N")  # whether it exists here: build.resolve_device
+    bad = [e for e in t.snapshot_epochs if not 1 <= e <= t.epochs]
+    check(not bad, "trainer.snapshot_epochs", list(t.snapshot_epochs),
+          f"epochs within 1..trainer.epochs={t.epochs}")
+    check(cfg.name is None or len(cfg.name) <= MAX_NAME, "name",
+          cfg.name if cfg.name is None or len(cfg.name) < 40 else cfg.name[:37] + "...",
+          f"null or at most {MAX_NAME} characters (it names the run dir)")
 
 
-def to_container(cfg: DictConfig) -> dict[str, Any]:
+# ---------------------------------------------------------------------------- bookkeeping
+# Keys that do not change what a run computes: left out of the run-dir hash (conf/train.yaml
+# reads them through ${lg_bookkeeping:}) and of the "same config?" check on resume.
+BOOKKEEPING = ("trainer.resume", "trainer.progress", "trainer.device", "trainer.num_threads",
+               "logger")
+
+
+def bookkeeping_overrides() -> list[str]:
+    """Every override key of BOOKKEEPING (a group such as ``logger`` with each of its keys):
+    Hydra's ``override_dirname.exclude_keys`` matches keys exactly."""
+    keys = []
+    for key in BOOKKEEPING:
+        keys.append(key)
+        node = next((f for f in dataclasses.fields(TrainConfig) if f.name == key), None)
+        if node is not None:
+            keys += [f"{key}.{f.name}" for f in dataclasses.fields(node.default_factory())]
+    return keys
+
+
+def is_bookkeeping(key: str) -> bool:
+    """True for a flattened key (``logger.mode``) that BOOKKEEPING covers."""
+    return any(key == k or key.startswith(k + ".") for k in BOOKKEEPING)
+
+
+def comparable(config: dict[str, Any]) -> dict[str, Any]:
+    """The config without its bookkeeping keys (what decides "the same run")."""
+    config = copy.deepcopy(config)
+    for key in BOOKKEEPING:
+        group, _, leaf = key.partition(".")
+        if leaf:
+            config.get(group, {}).pop(leaf, None)
+        else:
+            config.pop(group, None)
+    return config
+
+
+# ---------------------------------------------------------------------------- old run dirs
+# Keys renamed when every metric family got a ``when`` (second wave): old -> how to translate.
+LEGACY_WHEN_FLAGS = {"collapse": "every", "binarity": "every", "same_encoding": "every"}
+
+
+def upgrade(config: dict[str, Any]) -> dict[str, Any]:
+    """A config.yaml written before the ``when`` vocabulary, in today's keys (numbers and
+    meaning unchanged): ``metrics.collapse: true`` -> ``{when: every}``,
+    ``hyperplanes.enabled`` -> ``when: init+every:1 | off``, ``dib.every: N`` ->
+    ``when: every:N | off``, ``reinit.at_end`` -> ``when: last | off``,
+    ``store_penultimate`` -> ``penultimate.when: last | off``."""
+    config = copy.deepcopy(config)
+    metrics = config.get("metrics")
+    if not isinstance(metrics, dict):
+        return config
+    for name, on in LEGACY_WHEN_FLAGS.items():
+        if isinstance(metrics.get(name), bool):
+            metrics[name] = {"when": on if metrics[name] else "off"}
+    hyperplanes = metrics.get("hyperplanes") or {}
+    if "enabled" in hyperplanes:
+        hyperplanes["when"] = "init+every:1" if hyperplanes.pop("enabled") else "off"
+    dib = metrics.get("dib") or {}
+    if "every" in dib:
+        every = dib.pop("every")
+        dib["when"] = f"every:{every}" if every else "off"
+    reinit = metrics.get("reinit") or {}
+    if "at_end" in reinit:
+        reinit["when"] = "last" if reinit.pop("at_end") else "off"
+    if "store_penultimate" in metrics:
+        metrics["penultimate"] = {"when": "last" if metrics.pop("store_penultimate") else "off"}
+    return config
+
+
+# ---------------------------------------------------------------------------- typed configs
+
+
+def to_container(cfg: DictConfig | TrainConfig) -> dict[str, Any]:
+    """The resolved config as plain dicts and lists (what config.yaml holds)."""
+    if isinstance(cfg, TrainConfig):
+        return dataclasses.asdict(cfg)
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def to_typed(cfg: DictConfig | dict[str, Any] | TrainConfig) -> TrainConfig:
+    """The composed config (or a config.yaml's dict, upgraded) as the dataclasses, once."""
+    if isinstance(cfg, TrainConfig):
+        return cfg
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), upgrade(cfg))
+    return OmegaConf.to_object(merged)  # type: ignore[return-value]
+
+
+def with_changes(cfg: TrainConfig, **groups: dict[str, Any]) -> TrainConfig:
+    """A copy of ``cfg`` with some keys of some groups replaced: ``optimizer={"lr": 1e-3}``."""
+    changed = {name: dataclasses.replace(getattr(cfg, name), **values)
+               for name, values in groups.items()}
+    return dataclasses.replace(cfg, **changed)
+
+
+# ---------------------------------------------------------------------------- resolvers
+
+
+def run_name(name: str | None, dataset: str, model: str, head: str, overrides: str) -> str:
+    """Readable name + short hash of the overrides: rerunning a command finds its run dir."""
+    digest = hashlib.sha1(overrides.encode()).hexdigest()[:8]
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", name or f"{dataset}-{model}-{head}")
+    # a file name has at most 255 bytes: a longer name= fails validation (build.MAX_NAME),
+    # with this dir (cut) as its record, instead of an OSError before the run starts
+    return f"{readable[:200]}-{digest}"
+
+
+def sweep_id() -> str:
+    """One id per sweep, shared with its jobs through the environment (they inherit it).
+    Timestamp for sorting plus random hex, so two sweeps started in one second differ.
+    Set LATENTGEO_SWEEP_ID to re-enter (and resume) an existing sweep."""
+    if not os.environ.get("LATENTGEO_SWEEP_ID"):
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        os.environ["LATENTGEO_SWEEP_ID"] = f"{stamp}-{uuid.uuid4().hex[:6]}"
+    return os.environ["LATENTGEO_SWEEP_ID"]
+
+
+def register_configs() -> None:
+    """The schema as ``train_schema`` and the resolvers of ``conf/train.yaml``; idempotent."""
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+    OmegaConf.register_new_resolver("lg_run_name", run_name, replace=True)
+    OmegaConf.register_new_resolver("lg_sweep_id", sweep_id, replace=True)
+    OmegaConf.register_new_resolver("lg_bookkeeping", bookkeeping_overrides, replace=True)
+
+
+register_configs()  # the configs are here, so their resolvers are registered here too

@@ -1,11 +1,15 @@
-"""The run directory (DESIGN.md contract): atomic writes, status, JSONL metrics, summary.
+"""The run directory (DESIGN.md contract): ``RunDir`` / ``SweepDir``, atomic writes, status,
+JSONL events, summary. The only module that knows run-dir file names and formats.
 
-No third-party imports: train, aggregate, report and tests all read these files.
+Foundation layer: the standard library only (omegaconf, imported where config.yaml is read).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import errno
+import fcntl
 import json
 import math
 import os
@@ -14,21 +18,27 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|passwd)", re.IGNORECASE)
-RECORD_FILES = ("config.yaml", "status.json", "metrics.jsonl", "summary.json", "checkpoints",
-                "wandb", "penultimate.npz", "hyperplanes.json", "alpha.json", "alpha.png",
-                "reinit.json", "reinit.png", "lr_find.json", "lr_find.png", "linearize.json")
 
 
 def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def file_mode() -> int:
+    """The mode a new file gets from this process's umask (0644 under umask 022)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same directory, fsync, then rename over ``path``."""
+    """Write to a temp file in the same directory, fsync, then rename over ``path``. The file
+    gets the umask's mode, as ``open`` would give it (mkstemp alone makes it 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -36,6 +46,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            os.fchmod(f.fileno(), file_mode())
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -108,6 +119,56 @@ def versions() -> dict[str, str]:
     return found
 
 
+class LockHeld(RuntimeError):
+    """Another live process holds the lock."""
+
+
+class RunDamaged(RuntimeError):
+    """A run dir's files cannot be trusted (a damaged checkpoint, events that contradict it);
+    the message says which file and how to recover."""
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, blocking: bool = True, holder: dict[str, Any] | None = None
+                   ) -> Iterator[None]:
+    """An advisory POSIX lock (``fcntl.lockf``: also across NFS clients) on ``path`` for the
+    block. The kernel drops it when the process dies, so a lock of a dead process is free.
+    ``blocking=False`` raises LockHeld naming the holder (from the file's JSON) instead of
+    waiting; ``holder`` is written into the file while held."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, file_mode())
+    try:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except OSError as error:
+            if error.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
+            text = os.pread(fd, 4096, 0).decode(errors="replace")
+            try:
+                who = json.loads(text)
+            except ValueError:
+                who = {}
+            raise LockHeld(f"pid {who.get('pid', '?')} on {who.get('host', '?')} "
+                           f"(since {who.get('since', '?')})") from None
+        if holder is not None:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(holder).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def read_json_or_none(path: Path) -> tuple[Any, str | None]:
+    """``(value, None)``, or ``(None, why)`` when the file is missing or not JSON."""
+    try:
+        return json.loads(Path(path).read_text()), None
+    except FileNotFoundError:
+        return None, f"no {Path(path).name}"
+    except (OSError, ValueError) as error:
+        return None, f"unreadable {Path(path).name}: {error}"
+
+
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """Events of a metrics.jsonl; a torn last line (crash mid-write) is skipped."""
     events = []
@@ -116,53 +177,309 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     with open(path) as f:
         for line in f:
             try:
-                events.append(json.loads(line))
+                event = json.loads(line)
             except json.JSONDecodeError:
                 continue
+            if isinstance(event, dict):
+                events.append(event)
     return events
 
 
-class RunRecord:
-    """One run directory: ``config.yaml status.json metrics.jsonl summary.json checkpoints/``."""
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts -> ``{"a.b": value}``; lists stay values."""
+    if not isinstance(tree, dict):
+        return {prefix: tree} if prefix else {}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, name))
+        else:
+            flat[name] = value
+    return flat
 
-    def __init__(self, run_dir: Path) -> None:
-        self.dir = Path(run_dir)
-        self.status_path = self.dir / "status.json"
-        self.metrics_path = self.dir / "metrics.jsonl"
-        self.summary_path = self.dir / "summary.json"
-        self.config_path = self.dir / "config.yaml"
-        self.checkpoints = self.dir / "checkpoints"
-        self.last_checkpoint = self.checkpoints / "last.pt"
-        self._status: dict[str, Any] = {}
+
+# Every file a run dir can hold, by the name code uses for it: the one list of file names.
+ARTIFACTS = {
+    "config": "config.yaml",
+    "status": "status.json",
+    "metrics": "metrics.jsonl",
+    "summary": "summary.json",
+    "checkpoints": "checkpoints",
+    "wandb": "wandb",
+    "penultimate": "penultimate.npz",
+    "hyperplanes": "hyperplanes.json",
+    "alpha": "alpha.json",
+    "alpha_plot": "alpha.png",
+    "reinit": "reinit.json",
+    "reinit_plot": "reinit.png",
+    "lr_find": "lr_find.json",
+    "lr_find_plot": "lr_find.png",
+    "linearize": "linearize.json",
+    "eval": "eval",  # eval/<checkpoint>.json from ``python -m latentgeo.evaluate``
+    "lock": ".lock",  # held by the process writing the run dir (``RunDir.owned``)
+    "log": "train.log",  # one line per epoch (and Hydra's job log)
+    "launcher": "launcher.json",  # hydra/launcher=workstation: device, pid, start/end, exit
+    "job_log": "job.log",  # hydra/launcher=workstation: the job process's output
+}
+HYDRA_CONFIG = Path(".hydra") / "config.yaml"  # Hydra's own copy: there before the run starts
+STATES = ("running", "ok", "failed", "interrupted")
+
+
+def is_run_dir(path: Path) -> bool:
+    """A run dir holds status.json or config.yaml (Hydra's ``.hydra/config.yaml`` alone is a
+    job that died before its run started)."""
+    path = Path(path)
+    return any((path / name).is_file() for name in (ARTIFACTS["status"], ARTIFACTS["config"],
+                                                     HYDRA_CONFIG))
+
+
+def checkpoint_name(epoch: int | None) -> str:
+    """``last`` (None), ``init`` (0) or ``epoch_XXXX``."""
+    if epoch is None:
+        return "last"
+    return "init" if epoch == 0 else f"epoch_{epoch:04d}"
+
+
+class RunDir:
+    """One run directory (DESIGN.md contract); the only code that knows its file names and
+    formats. Readers use ``config()``, ``status()``, ``events()``, ``summary()``,
+    ``artifact(name)`` and ``checkpoint(name)``; the training process writes through
+    ``start``, ``log``, ``set_epoch``, ``finish_ok`` and ``fail``. Reads are cached per
+    instance: make a new ``RunDir`` to see later changes."""
+
+    def __init__(self, path: Path | str, name: str | None = None) -> None:
+        self.dir = Path(path)
+        self.name = name or self.dir.name
+        self._status: dict[str, Any] = {}  # the writer's status
+        self._cache: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.dir)!r})"
+
+    # ----------------------------------------------------------------- paths
+
+    def artifact(self, name: str) -> Path:
+        if name not in ARTIFACTS:
+            raise KeyError(f"unknown run-dir artifact {name!r}; known: {sorted(ARTIFACTS)}")
+        return self.dir / ARTIFACTS[name]
 
     @property
-    def status(self) -> dict[str, Any]:
-        if not self._status and self.status_path.is_file():
-            self._status = read_json(self.status_path)
-        return self._status
+    def checkpoints(self) -> Path:
+        return self.artifact("checkpoints")
+
+    def checkpoint(self, name: str) -> Path:
+        """``checkpoints/<name>.pt`` for ``last``, ``init`` or ``epoch_XXXX``."""
+        return self.checkpoints / f"{name}.pt"
 
     @property
-    def state(self) -> str | None:
-        return self.status.get("state")
+    def last_checkpoint(self) -> Path:
+        return self.checkpoint("last")
+
+    def checkpoint_names(self) -> list[str]:
+        """``init``, the ``epoch_XXXX`` snapshots in epoch order, then ``last`` (those present)."""
+        found = {p.stem for p in self.checkpoints.glob("*.pt")}
+        snapshots = sorted(n for n in found if re.fullmatch(r"epoch_\d+", n))
+        return [n for n in ("init", *snapshots, "last") if n in found]
 
     def exists(self) -> bool:
-        return self.status_path.is_file() or self.last_checkpoint.is_file()
+        return self.artifact("status").is_file() or self.last_checkpoint.is_file()
+
+    # ----------------------------------------------------------------- reading
+
+    def _read(self, key: str, read):
+        if key not in self._cache:
+            self._cache[key] = read()
+        return self._cache[key]
+
+    def config(self, resolve: bool = True) -> dict[str, Any]:
+        """config.yaml as a nested dict (Hydra's ``.hydra/config.yaml`` when the run died before
+        writing its own); ``{}`` when there is none. Raises ValueError when it is unreadable."""
+        return self._read(f"config:{resolve}", lambda: self._load_config(resolve))
+
+    def _load_config(self, resolve: bool) -> dict[str, Any]:
+        from omegaconf import OmegaConf
+
+        for path in (self.artifact("config"), self.dir / HYDRA_CONFIG):
+            if not path.is_file():
+                continue
+            try:
+                cfg = OmegaConf.load(path)
+            except Exception as error:  # noqa: BLE001 - any YAML problem
+                raise ValueError(f"unreadable {path.name}: {error}") from error
+            try:
+                return OmegaConf.to_container(cfg, resolve=resolve)  # type: ignore[return-value]
+            except Exception:  # noqa: BLE001 - ${hydra:...} outside Hydra: keep the raw text
+                return OmegaConf.to_container(cfg, resolve=False)  # type: ignore[return-value]
+        return {}
+
+    def config_problem(self) -> str | None:
+        try:
+            return None if self.config() else "no config.yaml"
+        except ValueError as error:
+            return str(error)
+
+    def flat_config(self) -> dict[str, Any]:
+        """``{"optimizer.lr": ..., "head.name": ...}``; ``{}`` when missing or unreadable."""
+        def read() -> dict[str, Any]:
+            try:
+                return flatten(self.config())
+            except ValueError:
+                return {}
+
+        return self._read("flat_config", read)
+
+    def status(self) -> dict[str, Any] | None:
+        value, _ = self._read("status", lambda: read_json_or_none(self.artifact("status")))
+        return value if isinstance(value, dict) else None
+
+    @property
+    def state(self) -> str:
+        """The status.json state, or ``missing`` (no status.json) / ``unreadable``."""
+        value, problem = self._read("status", lambda: read_json_or_none(self.artifact("status")))
+        if problem == f"no {ARTIFACTS['status']}":
+            return "missing"
+        if not isinstance(value, dict) or not value.get("state"):
+            return "unreadable"
+        return str(value["state"])
+
+    @property
+    def reason(self) -> str | None:
+        """Why the run is not usable: status.json's reason, else a missing or broken file."""
+        value, problem = self._read("status", lambda: read_json_or_none(self.artifact("status")))
+        if problem is not None:
+            return problem
+        if not isinstance(value, dict):
+            return "status.json is not an object"
+        if value.get("state") == "ok":
+            if self.summary() is None:
+                _, summary_problem = read_json_or_none(self.artifact("summary"))
+                return summary_problem or "summary.json is not an object"
+            config_problem = self.config_problem()
+            if config_problem:
+                return config_problem
+        return value.get("reason")
+
+    @property
+    def epoch(self) -> int | None:
+        """The last complete epoch: the writer's own, else status.json's."""
+        if self._status:
+            return self._status.get("epoch")
+        status = self.status()
+        return status.get("epoch") if status else None
+
+    def events(self) -> list[dict[str, Any]]:
+        return self._read("events", lambda: read_metrics(self.artifact("metrics")))
+
+    def summary(self) -> dict[str, Any] | None:
+        value, _ = self._read("summary", lambda: read_json_or_none(self.artifact("summary")))
+        return value if isinstance(value, dict) else None
+
+    def evaluations(self) -> dict[str, dict[str, Any]]:
+        """``eval/<checkpoint>.json`` of every evaluated checkpoint, by checkpoint name."""
+        found = {}
+        for path in sorted(self.artifact("eval").glob("*.json")):
+            value, _ = read_json_or_none(path)
+            if isinstance(value, dict):
+                found[path.stem] = value
+        return found
+
+    def write_evaluation(self, checkpoint: str, values: dict[str, Any]) -> Path:
+        path = self.artifact("eval") / f"{checkpoint}.json"
+        atomic_write_json(path, values)
+        return path
+
+    def read_artifact(self, name: str) -> Any:
+        """A JSON artifact (``hyperplanes``, ``reinit``, ``alpha``, ...), or None."""
+        value, _ = read_json_or_none(self.artifact(name))
+        return value
+
+    # ----------------------------------------------------------------- writing
+
+    def _write_status(self) -> None:
+        atomic_write_json(self.artifact("status"), self._status)
+        self._cache.pop("status", None)
+
+    def recorded(self, key: str) -> Any:
+        """A status.json field as this process last wrote it (else as the file says)."""
+        return self._status.get(key) if self._status else (self.status() or {}).get(key)
+
+    @contextlib.contextmanager
+    def owned(self, purpose: str = "train", scope: str = "run") -> Iterator[RunDir]:
+        """Hold the run dir's owner lock for the block: a second writer (train or an analysis)
+        is refused at once with LockHeld naming the holder; a lock left by a dead process is
+        free. ``scope="eval"`` locks only ``eval/`` (evaluate works beside a running run)."""
+        holder = {"pid": os.getpid(), "host": platform.node(), "since": now(),
+                  "purpose": purpose}
+        path = self.artifact("lock") if scope == "run" else self.artifact("eval") / ".lock"
+        try:
+            with exclusive_lock(path, blocking=False, holder=holder):
+                yield self
+        except LockHeld as error:
+            raise LockHeld(f"{self.dir} is in use: {error} is writing it; wait for it to "
+                           f"end (or stop it) and rerun") from None
+
+    def has_live_owner(self) -> bool:
+        """Does a live process hold the run dir's owner lock (a run going on right now)?"""
+        path = self.artifact("lock")
+        if not path.is_file():
+            return False
+        try:
+            with exclusive_lock(path, blocking=False):
+                return False
+        except LockHeld:
+            return True
+
+    @property
+    def shown_state(self) -> str:
+        """The state a listing shows: ``running`` only with a live owner; a ``running`` record
+        without one was killed (SIGKILL, power loss, a node failure): ``dead``."""
+        state = self.state
+        return "dead" if state == "running" and not self.has_live_owner() else state
+
+    def append_log(self, line: str) -> None:
+        """One line (per epoch) into train.log, flushed: it follows the run as the console."""
+        with open(self.artifact("log"), "a") as f:
+            f.write(line.rstrip("\n") + "\n")
+
+    def rewrite_events(self, events: list[dict[str, Any]]) -> None:
+        """Replace metrics.jsonl with ``events`` (atomically)."""
+        atomic_write_text(self.artifact("metrics"),
+                          "".join(json.dumps(jsonable(e)) + "\n" for e in events))
+        self._cache.pop("events", None)
+
+    def note(self, key: str, value: Any) -> None:
+        """Add a key to status.json (e.g. ``repaired``: what was restored and why)."""
+        self._status[key] = value
+        self._write_status()
+
+    def write_artifact(self, name: str, obj: Any) -> Path:
+        """A JSON artifact (NaN -> null), or raw bytes for binary ones; atomic."""
+        path = self.artifact(name)
+        if isinstance(obj, bytes):
+            atomic_write_bytes(path, obj)
+        else:
+            atomic_write_json(path, obj)
+        return path
 
     def archive(self) -> Path:
         """Move the existing record aside (``archive/<timestamp>/``) instead of deleting it."""
         target = self.dir / "archive" / dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         target.mkdir(parents=True)
-        for name in RECORD_FILES:
-            if (self.dir / name).exists():
-                shutil.move(str(self.dir / name), str(target / name))
+        for name, file_name in ARTIFACTS.items():
+            if name != "lock" and (self.dir / file_name).exists():
+                shutil.move(str(self.dir / file_name), str(target / file_name))
         self._status = {}
+        self._cache = {}
         return target
 
-    def start(self, config_yaml: str, resumed_epoch: int = 0) -> None:
+    def start(self, config_yaml: str, resumed_epoch: int = 0,
+              overrides: list[str] | None = None) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.checkpoints.mkdir(exist_ok=True)
-        atomic_write_text(self.config_path, config_yaml)
-        started = self.status.get("started") if resumed_epoch else None
+        atomic_write_text(self.artifact("config"), config_yaml)
+        previous = self.status() or {}
+        started = previous.get("started") if resumed_epoch else None
         self._status = {
             "state": "running",
             "reason": None,
@@ -171,35 +488,56 @@ class RunRecord:
             "epoch": resumed_epoch,
             "git_sha": git_sha(),
             "versions": versions(),
+            "overrides": list(overrides or previous.get("overrides") or []),
         }
+        if previous.get("wandb_id"):  # the same wandb run across resumes and requeues
+            self._status["wandb_id"] = previous["wandb_id"]
         if resumed_epoch:
             self._status["resumed_at"] = now()
-        atomic_write_json(self.status_path, self._status)
-        self.truncate_metrics(after_epoch=resumed_epoch)
+        self._write_status()
+        # events after the checkpoint are redone; a fresh start redoes epoch 0 too
+        self.truncate_events(after_epoch=resumed_epoch if resumed_epoch else -1)
 
     def set_epoch(self, epoch: int) -> None:
         self._status["epoch"] = epoch
-        atomic_write_json(self.status_path, self._status)
+        self._write_status()
 
-    def log(self, event: dict[str, Any]) -> None:
-        """Append one event; flushed and fsynced so a crash loses at most a torn last line."""
+    def log(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Append one event; flushed and fsynced so a crash loses at most a torn last line.
+        Returns the event as recorded (what ``events()`` will read back)."""
         line = json.dumps(jsonable(event), sort_keys=False)
-        with open(self.metrics_path, "a") as f:
+        with open(self.artifact("metrics"), "a") as f:
             f.write(line + "\n")
             f.flush()
             os.fsync(f.fileno())
+        self._cache.pop("events", None)
+        return json.loads(line)
 
-    def truncate_metrics(self, after_epoch: int) -> None:
+    def truncate_events(self, after_epoch: int) -> None:
         """Drop events after ``after_epoch`` (written before a crash, redone on resume)."""
-        if not self.metrics_path.is_file():
+        path = self.artifact("metrics")
+        if not path.is_file():
             return
-        kept = [e for e in read_metrics(self.metrics_path) if e.get("epoch", 0) <= after_epoch]
-        atomic_write_text(self.metrics_path, "".join(json.dumps(e) + "\n" for e in kept))
+        kept = [e for e in read_metrics(path) if e.get("epoch", 0) <= after_epoch]
+        if not kept:
+            path.unlink()
+            self._cache.pop("events", None)
+            return
+        atomic_write_text(path, "".join(json.dumps(e) + "\n" for e in kept))
+        self._cache.pop("events", None)
 
     def finish_ok(self, summary: dict[str, Any]) -> None:
-        atomic_write_json(self.summary_path, summary)
+        atomic_write_json(self.artifact("summary"), summary)
         self._status.update(state="ok", reason=None, ended=now())
-        atomic_write_json(self.status_path, self._status)
+        self._write_status()
+
+    def close_lost(self, state: str, reason: str) -> None:
+        """For a supervisor (a launcher) whose job process died without recording its end:
+        status.json says ``state`` and why, keeping what the run had recorded."""
+        status = self.status() or {}
+        atomic_write_json(self.artifact("status"),
+                          {**status, "state": state, "reason": reason, "ended": now()})
+        self._cache = {}
 
     def fail(self, reason: str, state: str = "failed") -> None:
         if not self._status:
@@ -207,10 +545,85 @@ class RunRecord:
                             "versions": versions()}
         self._status.update(state=state, reason=reason, ended=now())
         self.dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.status_path, self._status)
+        self._write_status()
+
+
+def job_order(path: Path) -> tuple[int, int | str]:
+    return (0, int(path.name)) if path.name.isdigit() else (1, path.name)
+
+
+class SweepDir:
+    """A sweep dir: one run dir per job (``<sweep_dir>/<job_num>/``) and Hydra's
+    ``multirun.yaml``."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.dir = Path(path)
+
+    def runs(self) -> list[RunDir]:
+        """Run dirs in job order (``0, 1, …, 10``, then named ones)."""
+        if not self.dir.is_dir():
+            return []
+        children = [p for p in self.dir.iterdir() if p.is_dir() and is_run_dir(p)]
+        return [RunDir(p) for p in sorted(children, key=job_order)]
+
+    def job(self, number: int) -> RunDir:
+        return RunDir(self.dir / str(number))
+
+
+def find_runs(path: Path | str) -> list[RunDir]:
+    """``[run]`` for a run dir, else the sweep's runs in job order."""
+    path = Path(path)
+    return [RunDir(path)] if is_run_dir(path) else SweepDir(path).runs()
+
+
+def find_all_runs(root: Path | str) -> list[RunDir]:
+    """Every run dir under ``root`` (``root`` itself included), a sweep's jobs in job order;
+    archived records (``archive/``) and evaluation outputs (``eval/``) are not runs."""
+    root = Path(root)
+    if is_run_dir(root):
+        return [RunDir(root)]
+    found: list[RunDir] = []
+    if not root.is_dir():
+        return found
+    for child in sorted((p for p in root.iterdir() if p.is_dir()), key=job_order):
+        if child.name in ("archive", ARTIFACTS["eval"], ARTIFACTS["wandb"],
+                          ARTIFACTS["checkpoints"]) or child.name.startswith("."):
+            continue
+        found += find_all_runs(child)
+    return found
+
+
+def alpha_trajectories(events: list[dict[str, Any]]) -> dict[str, dict[str, list]]:
+    """``alpha.json``: per ReLU_α site, α statistics vs epoch, from a run's events."""
+    trajectories: dict[str, dict[str, list]] = {}
+    for event in events:
+        for key, value in event.items():
+            if not key.startswith("alpha/") or key == "alpha/frozen":
+                continue
+            site, _, stat = key[len("alpha/"):].partition("/")
+            entry = trajectories.setdefault(site, {"epochs": []})
+            if not stat:
+                entry["epochs"].append(event["epoch"])
+            entry.setdefault(stat or "mean", []).append(value)
+    return trajectories
 
 
 CONVERGED_ACCURACY = 0.999  # BE: first evaluated epoch with train accuracy above this
+
+
+def event_problem(recorded: list[dict[str, Any]], expected: list[dict[str, Any]]) -> str | None:
+    """How metrics.jsonl's events differ from those the run carries, or None when equal."""
+    if recorded == expected:
+        return None
+    have = [e.get("epoch") for e in recorded]
+    want = [e.get("epoch") for e in expected]
+    missing = sorted(set(want) - set(have))
+    twice = sorted({epoch for epoch in have if have.count(epoch) > want.count(epoch)})
+    if missing:
+        return f"lacked epochs {missing}"
+    if twice:
+        return f"held epochs {twice} more than once"
+    return "differed from the events the run carries"
 
 
 def summarize(events: list[dict[str, Any]]) -> dict[str, Any]:

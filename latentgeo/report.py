@@ -1,107 +1,155 @@
-"""Static HTML report of a run dir or a sweep dir: figures as PNGs beside the page.
+"""Static HTML report of a run dir or a sweep dir: the figures a paper would show, as PNG (on
+the page) and SVG (for the paper) beside it.
 
     python -m latentgeo.report RUN_DIR|SWEEP_DIR [--out report.html] [--select METRIC]
 
-Writes ``report.html`` and ``report_files/*.png`` (relative links, no scripts, no network: it
-opens offline in any browser). Each figure is drawn only when its data exist:
+Writes ``report.html`` and ``report_files/<figure>.png|.svg`` (relative links, no scripts, no
+network: it opens offline in any browser). A sweep's variants are compared in one figure per
+family (mean ± population std over the selected run of each seed, as the aggregate table); a
+single run is a sweep of one variant, drawn by the same functions (``latentgeo.figures``). Each
+figure is drawn only when its data exist; a value that is missing is explained where it would
+be (e.g. "AUROC undefined: no class has more than 2 misclassified test samples").
 
-=====================  ===================================================================
-figure id              data it needs (run dir)
-=====================  ===================================================================
-accuracy               <split>/accuracy in metrics.jsonl (split = train | val | test)
-loss                   <split>/loss
-schedule               lr or gamma
-encoding               <split>/binarity/* or <split>/same_encoding_fraction
-collapse               <split>/collapse/*
-scores                 <split>/mahalanobis/* or <split>/perturbation/*
-nc1                    <split>/nc1/<block>
-information_plane      dib/vmin/<block>/<split> and dib/vsuff/<block>/<split> at the
-                       same epoch
-hyperplanes            hyperplanes/<layer>/mean (and /mass, hyperplanes/net/mean)
-penultimate            penultimate.npz with test_x_pen or train_x_pen [N, P]
-reinit                 reinit.json {"layers", "sources": {source: [top1 per layer]}, "baseline"}
-alpha                  alpha.json {layer: {"epochs", "mean", ["min", "max", "std"]}}, else
-                       alpha/<layer> in metrics.jsonl
-=====================  ===================================================================
+======================  ================================================================
+figure (file)           data it needs (run dir)
+======================  ================================================================
+scores                  summary.json: test/accuracy, test/mahalanobis/auroc_exact,
+                        test/perturbation/score, test/same_encoding_fraction,
+                        test/binarity/score (final epoch)
+roc                     penultimate.npz with train/test x_pen, labels, preds
+                        (metrics.penultimate.when=last)
+training                <split>/accuracy, <split>/loss over ≥ 2 epochs
+schedule                lr, gamma (γ: heads with the compression loss only)
+encoding                <split>/binarity/*, <split>/same_encoding_fraction over epochs
+collapse                <split>/collapse/* (BE, grouped by predictions) over epochs
+nc1                     <split>/nc1/<block> (metrics.nc1.when)
+hyperplanes             hyperplanes/<layer>/mean|mass (epoch 0 = init), hyperplanes/net/*
+code_hist_<v>, code_2d  penultimate.npz with ≤ 16 nodes: per-node histograms by class,
+                        the two highest-variance nodes, the code word per class
+code_pca_<v>            penultimate.npz with > 16 dimensions (no_pen): PCA by class
+reinit_<v>              reinit.json (metrics.reinit.when=last, analysis.reinit)
+alpha_<v>               alpha.json, else alpha/<site> in metrics.jsonl
+information_plane_<v>   dib/vmin/<block>/<split> and dib/vsuff/<block>/<split>
+lr_find_<v>             lr_find.json
+======================  ================================================================
 
-Curves are per epoch: when several events of an epoch carry a key, the last one is plotted.
-A sweep report shows the aggregate table (``latentgeo.aggregate``), every run with its state,
-the curve figures with one line per variant (mean ± population std over the selected run of
-each seed), and per variant the run-level figures of one representative run: the selected run
-of the lowest seed (not the best one, to avoid showing a cherry-picked repeat).
+``<v>`` is the variant (its short label); a run report has no suffix. Run-level figures
+(those with ``<v>``) show one representative run per variant: the selected run of the lowest
+seed (not the best one, to avoid showing a cherry-picked repeat). Metrics computed once
+(``when=last``) are final scores, never curves; bookkeeping counts (``num_*``) are not plotted.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import html
-import json
 import math
 import re
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import Normalize
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+import torch
 
 from latentgeo import aggregate as agg
+from latentgeo import figures
+from latentgeo.families.latent import BINARY_CODE_HEADS
+from latentgeo.metrics.mahalanobis import misclassification_distances
+from latentgeo.records import RunDir, alpha_trajectories, is_run_dir
 
 SPLITS = ("train", "val", "test")
-SPLIT_STYLE = {"train": "--", "val": ":", "test": "-"}
-MAX_NODES = 32  # penultimate histograms drawn (BE's wide head has 512 nodes)
-DPI = 100
-
-# (figure id, title, predicate on the part of a split key after "<split>/")
-CURVE_FAMILIES: list[tuple[str, str, Callable[[str], bool]]] = [
-    ("accuracy", "Accuracy", lambda rest: rest == "accuracy"),
-    ("loss", "Loss", lambda rest: rest == "loss"),
-    ("encoding", "Binary encoding: binarity score and same-encoding fraction",
-     lambda rest: rest.startswith("binarity/") or rest == "same_encoding_fraction"),
-    ("collapse", "Collapse metrics", lambda rest: rest.startswith("collapse/")),
-    ("scores", "Mahalanobis AUROC and perturbation score",
-     lambda rest: rest.startswith(("mahalanobis/", "perturbation/"))),
-]
-RUN_ONLY_FIGURES = ("schedule", "nc1", "information_plane", "hyperplanes", "penultimate",
-                    "reinit", "alpha")
+MAX_CODE_NODES = 16  # penultimate layers up to this width get per-node histograms, else a PCA
+DEPTH_EPOCHS = 4  # epochs drawn in the depth profiles: first (init), evenly spaced, final
+FORMATS = ("png", "svg")
 
 # epoch -> (mean, std); std is None for a single run
 Curve = dict[int, tuple[float, float | None]]
 
+# what a metric (the part after "<split>/") is, for titles and axis labels (name and unit)
+METRIC_TEXT: dict[str, tuple[str, str]] = {
+    "accuracy": ("accuracy", "fraction correct"),
+    "loss": ("loss (bin_enc: CE + γ·mean x_pen²)", "loss (nats)"),
+    "binarity/score": ("binarity score", "GMM log-likelihood (nats)"),
+    "binarity/stds": ("GMM component σ (mean)", "σ (z-scored units)"),
+    "binarity/peaks_distance_mean": ("peaks distance |μ₁ − μ₂| / σ", "mean over nodes (σ units)"),
+    "binarity/peaks_distance_std": ("peaks distance: spread over nodes",
+                                    "std over nodes (σ units)"),
+    "same_encoding_fraction": ("same-encoding fraction", "fraction with the class's code"),
+    "collapse/within_class_variation": ("within-class variation tr(Σ_W Σ_B⁺)/K",
+                                        "dimensionless"),
+    "collapse/within_class_variation_weighted": ("within-class variation / P",
+                                                 "dimensionless"),
+    "collapse/sigma_w": ("σ_W: mean entry of Σ_W", "x_pen units²"),
+    "collapse/equiangular": ("equiangularity: std of cos(μ_i, μ_j)", "dimensionless"),
+    "collapse/maxangle": ("max-angle: mean |cos + 1/(K−1)|", "dimensionless"),
+    "collapse/equinorm": ("equinorm: std / mean of ‖μ_c‖", "dimensionless"),
+    "collapse/relative_norm_std": ("std / mean of ‖μ_i − μ_j‖", "dimensionless"),
+    "lr": ("learning rate", "learning rate"),
+    "gamma": ("γ, weight of mean x_pen² in the loss", "γ"),
+}
+ENCODING_METRICS = ("binarity/score", "binarity/peaks_distance_mean", "binarity/stds",
+                    "binarity/peaks_distance_std", "same_encoding_fraction")
+
+# final-epoch scores (BE's table): summary key, title, axis label, range, config key of its
+# schedule
+SCORES = (
+    ("test/accuracy", "test accuracy", "fraction of test samples correct", (0.0, 1.0), ""),
+    ("test/mahalanobis/auroc_exact", "misclassification AUROC (Mahalanobis)",
+     "AUROC, misclassified vs correct (0.5 = chance)", (0.0, 1.0), "metrics.mahalanobis.when"),
+    ("test/perturbation/score", "perturbation score (DeepFool)",
+     "mean ‖r‖ / ‖x‖ to flip the prediction (relative)", (0.0, math.inf),
+     "metrics.perturbation.when"),
+    ("test/same_encoding_fraction", "same-encoding fraction (test)",
+     "fraction of test samples with their class's commonest code", (0.0, 1.0),
+     "metrics.same_encoding.when"),
+    ("test/binarity/score", "binarity score (test)",
+     "mean GMM log-likelihood per node (nats)", (-math.inf, math.inf), "metrics.binarity.when"),
+)
+
 
 @dataclass
 class FigureEntry:
-    """One figure of the report: its id (see the module table), file name and caption."""
+    """One figure of the report: its family id (see the module table), files and caption."""
 
     figure_id: str
     title: str
-    filename: str
+    files: list[str]  # relative to the page: PNG first
     caption: str = ""
+
+    @property
+    def filename(self) -> str:
+        return self.files[0]
+
+
+@dataclass
+class Variant:
+    """What the report compares: a variant of a sweep (or the run of a run report), with the
+    selected run of each seed and the representative run."""
+
+    label: str  # short, for figures
+    full_label: str
+    slug: str  # for file names ("" in a run report)
+    runs: list[RunDir]
+    seeds: list[Any]
+    lrs: list[Any] = field(default_factory=list)
+    colour: Any = None
+    curves: list[dict[str, Curve]] = field(default_factory=list)
+
+    @property
+    def representative(self) -> RunDir:
+        return self.runs[0]
+
+    @functools.cached_property
+    def mean(self) -> dict[str, Curve]:
+        """Mean ± std over the runs, per metric and epoch."""
+        return mean_curves(self.curves)
 
 
 # ----------------------------------------------------------------------------- reading
-
-
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """Events of metrics.jsonl; a truncated last line (a running run) is skipped."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    events = []
-    for line in path.read_text().splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(event, dict):
-            events.append(event)
-    return events
 
 
 def _scalar(value: Any) -> float | None:
@@ -143,136 +191,444 @@ def mean_curves(per_run: Sequence[dict[str, Curve]]) -> dict[str, Curve]:
             values = [run[name][epoch][0] for run in per_run if epoch in run.get(name, {})]
             stats = agg.mean_std(values)
             if stats["n"]:
-                curve[epoch] = (stats["mean"], stats["std"])
+                curve[epoch] = (stats["mean"], stats["std"] if len(per_run) > 1 else None)
             else:
                 curve[epoch] = (math.nan, None)
         result[name] = curve
     return result
 
 
-def _read_json(path: Path) -> Any:
+def is_bookkeeping_count(key: str) -> bool:
+    """``num_classes_used``, ``num_train_fit``, …: how a metric was computed, not a result."""
+    return key.rpartition("/")[2].startswith("num_")
+
+
+def is_time_series(curve: Curve) -> bool:
+    """A curve needs two epochs with a value; a metric computed once is a final score."""
+    return sum(math.isfinite(value) for value, _ in curve.values()) >= 2
+
+
+def choose_epochs(epochs: Sequence[int], count: int = DEPTH_EPOCHS) -> list[int]:
+    """``count`` epochs of a sorted list: the first, the last and evenly spaced ones between."""
+    epochs = sorted(set(epochs))
+    if len(epochs) <= count:
+        return epochs
+    picks = np.linspace(0, len(epochs) - 1, count).round().astype(int)
+    return [epochs[i] for i in dict.fromkeys(picks.tolist())]
+
+
+def load_penultimate(run: RunDir) -> dict[str, dict[str, np.ndarray]] | None:
+    """``penultimate.npz`` as ``{split: {"x", "labels", "preds"}}``; None when absent."""
+    path = run.artifact("penultimate")
+    if not path.is_file():
+        return None
     try:
-        return json.loads(path.read_text())
+        with np.load(path, allow_pickle=False) as data:
+            found: dict[str, dict[str, np.ndarray]] = {}
+            for split in SPLITS:
+                if f"{split}_x_pen" not in data.files:
+                    continue
+                x = np.asarray(data[f"{split}_x_pen"], dtype=float)
+                found[split] = {"x": x.reshape(len(x), -1)}
+                for part in ("labels", "preds"):
+                    if f"{split}_{part}" in data.files:
+                        found[split][part] = np.asarray(data[f"{split}_{part}"])
     except (OSError, ValueError):
         return None
+    return {s: d for s, d in found.items() if d["x"].size} or None
 
 
-# ----------------------------------------------------------------------------- drawing
+# ----------------------------------------------------------------------------- variants
 
 
-def _new_figure(panels: int, width: float = 4.2, height: float = 3.2,
-                columns: int | None = None) -> tuple[Figure, list[Any]]:
-    columns = columns or min(panels, 3)
-    rows = math.ceil(panels / columns)
-    fig = Figure(figsize=(width * columns, height * rows), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)  # the Agg backend, without touching pyplot's global state
-    axes = [fig.add_subplot(rows, columns, i + 1) for i in range(panels)]
-    return fig, axes
+def short_labels(variant_values: Sequence[dict[str, Any]], labels: Sequence[str]) -> list[str]:
+    """Readable variant names: the value alone when one key varies (``bin_enc``), else
+    ``key=value`` pairs with the key's last component."""
+    keys = list(dict.fromkeys(k for values in variant_values for k in values))
+    if not keys:
+        return list(labels)
+    short = []
+    for values, label in zip(variant_values, labels, strict=False):
+        if len(keys) == 1:
+            short.append(str(values.get(keys[0], label)))
+        else:
+            short.append(",".join(f"{k.rpartition('.')[2]}={values.get(k)}" for k in keys))
+    return short if len(set(short)) == len(short) else list(labels)
 
 
-def _save(fig: Figure, path: Path) -> None:
-    fig.savefig(path, format="png")
+def _slug(text: str, taken: set[str]) -> str:
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:60] or "variant"
+    slug, index = base, 2
+    while slug in taken:
+        slug, index = f"{base}_{index}", index + 1
+    taken.add(slug)
+    return slug
 
 
-def _plot_curve(ax: Any, curve: Curve, label: str, color: Any, linestyle: str) -> None:
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
-    epochs = sorted(curve)
-    mean = np.array([curve[e][0] for e in epochs], dtype=float)
-    ax.plot(epochs, mean, linestyle=linestyle, color=color, label=label,
-            marker="o" if len(epochs) < 3 else None, markersize=3)
-    std = [curve[e][1] for e in epochs]
-    if any(s is not None for s in std):
-        spread = np.array([s if s is not None else 0.0 for s in std], dtype=float)
-        ax.fill_between(epochs, mean - spread, mean + spread, color=color, alpha=0.2,
-                        linewidth=0)
+def _finish(variants: list[Variant]) -> list[Variant]:
+    for variant, colour in zip(variants, figures.colors(len(variants)), strict=False):
+        variant.colour = colour
+        variant.curves = [curves(run.events()) for run in variant.runs]
+    return variants
 
 
-def _split_key(key: str) -> tuple[str, str] | None:
-    split, _, rest = key.partition("/")
-    return (split, rest) if split in SPLITS and rest else None
+def sweep_variants(result: agg.AggregateResult, by_name: dict[str, RunDir]) -> list[Variant]:
+    """The variants with a usable run, their selected runs in seed order."""
+    usable = [v for v in result.variants if v.selected]
+    labels = short_labels([v.variant for v in usable], [v.label for v in usable])
+    taken: set[str] = set()
+    variants = []
+    for v, label in zip(usable, labels, strict=False):
+        chosen = sorted(v.selected, key=lambda s: agg.value_order(s.seed))
+        variants.append(Variant(label, v.label, _slug(label, taken),
+                                [by_name[s.run] for s in chosen], [s.seed for s in chosen],
+                                [s.lr for s in chosen]))
+    return _finish(variants)
 
 
-def family_figure(
-    series: dict[str, dict[str, Curve]], title: str, wants: Callable[[str], bool]
-) -> Figure | None:
-    """Panel per metric (split removed), colour per label (or per split for a single label),
-    line style per split; None when no label has such a metric."""
-    panels: dict[str, list[tuple[str, str, Curve]]] = {}
-    for label, metrics in series.items():
-        for key, curve in metrics.items():
-            parts = _split_key(key)
-            if parts and wants(parts[1]) and curve:
-                panels.setdefault(parts[1], []).append((label, parts[0], curve))
+def run_variant(run: RunDir) -> Variant:
+    config = run.flat_config()
+    label = str(config.get("head.name") or run.name)
+    return _finish([Variant(label, label, "", [run], [config.get(agg.SEED_KEY)],
+                            [config.get(agg.LR_KEY)])])[0]
+
+
+# ----------------------------------------------------------------------------- missing values
+
+
+def missing_reason(run: RunDir, key: str) -> str | None:
+    """Why ``key`` has no finite final value in ``run``'s summary.json (None when it has one)."""
+    summary = run.summary() or {}
+    value = summary.get(key)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return None
+    config = run.flat_config()
+    family = key.split("/")[1] if key.count("/") >= 1 else key
+    if family == "mahalanobis":
+        prefix = key.rpartition("/")[0]
+        counts = {name: summary.get(f"{prefix}/{name}") for name in
+                  ("num_classes_used", "num_correct_test", "num_wrong_test")}
+        if counts["num_classes_used"] == 0:
+            return ("AUROC undefined: no class has more than 2 correctly classified train "
+                    "samples to fit its Gaussian")
+        if counts["num_wrong_test"] == 0:
+            return "AUROC undefined: no class has more than 2 misclassified test samples"
+        if counts["num_correct_test"] == 0:
+            return ("AUROC undefined: no class has more than 2 correctly classified test "
+                    "samples")
+    if family == "binarity" and config.get("head.name") not in (None, *BINARY_CODE_HEADS):
+        return (f"not computed for head {config.get('head.name')}: binarity is defined for "
+                f"the linear codes ({', '.join(BINARY_CODE_HEADS)})")
+    when_key = next((when for name, *_, when in SCORES if name == key), "")
+    if when_key and str(config.get(when_key)) == "off":
+        return f"not measured ({when_key}=off)"
+    if key in summary:
+        return "undefined (NaN)"
+    return "not recorded in summary.json"
+
+
+def _seed_note(reasons: list[tuple[Any, str]], seeds: int) -> str:
+    """One sentence for the reasons of the seeds without a value."""
+    if not reasons:
+        return ""
+    texts = list(dict.fromkeys(reason for _, reason in reasons))
+    if len(reasons) == seeds:
+        return texts[0] if len(texts) == 1 else "; ".join(
+            f"seed {seed}: {reason}" for seed, reason in reasons)
+    return "; ".join(f"seed {seed}: {reason}" for seed, reason in reasons)
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+@dataclass
+class Made:
+    """A figure and how it is filed."""
+
+    figure_id: str
+    name: str  # file stem
+    title: str
+    fig: Any
+    caption: str = ""
+
+
+def scores_made(variants: Sequence[Variant], variant_axis: str) -> tuple[Made | None, str]:
+    """Final-epoch scores per variant (BE's table as a figure)."""
+    panels, unmeasured = [], []
+    for key, title, xlabel, limits, _ in SCORES:
+        rows = []
+        for variant in variants:
+            values, seeds, reasons = [], [], []
+            for run, seed in zip(variant.runs, variant.seeds, strict=False):
+                reason = missing_reason(run, key)
+                if reason is None:
+                    values.append(float(run.summary()[key]))
+                    seeds.append(seed)
+                else:
+                    reasons.append((seed, reason))
+            rows.append(figures.ScoreRow(variant.label, values, seeds,
+                                         _seed_note(reasons, len(variant.runs))))
+        if not any(row.values for row in rows):
+            unmeasured.append(title)
+            if all("not recorded" in row.note for row in rows):
+                continue
+        panels.append(figures.ScorePanel(title, xlabel, rows, limits))
+    if not any(row.values for panel in panels for row in panel.rows):
+        return None, ""
+    fig = figures.scores_figure(panels, variant_axis, [v.colour for v in variants])
+    caption = ("Final epoch; dot = mean over seeds, bar = ± population std, × = one seed. "
+               "AUROC = auroc_exact (P(d_wrong > d_correct), not BE's 101-point estimate).")
+    if unmeasured:
+        caption += f" No value in any run: {', '.join(unmeasured)}."
+    return Made("scores", "scores", "Final-epoch scores per variant", fig, caption), ""
+
+
+def roc_panels(variants: Sequence[Variant]) -> list[figures.RocPanel]:
+    """Per variant, the misclassification ROC of each seed from its penultimate.npz (BE's
+    distances, ``misclassification_distances``), or why there is none."""
+    panels = []
+    for variant in variants:
+        curves_, notes = [], []
+        for run, seed in zip(variant.runs, variant.seeds, strict=False):
+            data = load_penultimate(run)
+            if not data or "train" not in data or "test" not in data or any(
+                    part not in data[s] for s in ("train", "test") for part in ("labels", "preds")):
+                notes.append(f"seed {seed}: no train and test features in penultimate.npz "
+                             "(metrics.penultimate.when=last stores them)")
+                continue
+            tensors = {s: {k: torch.from_numpy(np.ascontiguousarray(v))
+                           for k, v in data[s].items()} for s in ("train", "test")}
+            distances = misclassification_distances(
+                tensors["train"]["x"], tensors["train"]["labels"], tensors["train"]["preds"],
+                tensors["test"]["x"], tensors["test"]["labels"], tensors["test"]["preds"])
+            correct, wrong = distances["correct_test"], distances["wrong_test"]
+            if distances["num_classes_used"] == 0:
+                notes.append(f"seed {seed}: ROC undefined: no class has more than 2 correctly "
+                             "classified train samples")
+            elif not np.size(wrong):
+                notes.append(f"seed {seed}: ROC undefined: no class has more than 2 "
+                             "misclassified test samples")
+            elif not np.size(correct):
+                notes.append(f"seed {seed}: ROC undefined: no class has more than 2 correctly "
+                             "classified test samples")
+            else:
+                fpr, tpr, auc = figures.roc_points(correct, wrong)
+                curves_.append(figures.RocCurve(f"seed {seed}", fpr, tpr, auc))
+        panels.append(figures.RocPanel(variant.label, curves_, "; ".join(notes)))
+    return panels
+
+
+def roc_made(variants: Sequence[Variant]) -> Made | None:
+    """Misclassification ROC per variant from the stored penultimate features."""
+    panels = roc_panels(variants)
+    if not any(p.curves for p in panels) and all("penultimate.npz" in p.note for p in panels):
+        return None
+    fig = figures.roc_figure(panels, [v.colour for v in variants])
+    return Made("roc", "roc", "Misclassification ROC (Mahalanobis distance to the predicted "
+                "class)", fig,
+                "BE's procedure on the final penultimate features: class Gaussians fitted on "
+                "correctly classified train samples; a test sample is flagged when its "
+                "distance to its predicted class exceeds the threshold. Classes with ≤ 2 "
+                "samples in a group are left out, as BE.")
+
+
+def _panel_lines(variants: Sequence[Variant], rest: str, with_split: bool = True
+                 ) -> list[figures.Line]:
+    lines = []
+    for variant in variants:
+        mean = variant.mean
+        for split in (SPLITS if with_split else ("",)):
+            key = f"{split}/{rest}" if split else rest
+            curve = mean.get(key)
+            if not curve or not is_time_series(curve):
+                continue
+            epochs = sorted(curve)
+            lines.append(figures.Line(variant.label, split, epochs,
+                                      [curve[e][0] for e in epochs],
+                                      [curve[e][1] for e in epochs], variant.colour))
+    return lines
+
+
+def _merge_identical(lines: list[figures.Line], count: int) -> list[figures.Line]:
+    """When every variant has the same line (a shared LR schedule), one grey line
+    ``all variants`` instead of several that hide each other."""
+    if count < 2 or len(lines) != count or len({line.style for line in lines}) != 1:
+        return lines
+    first = lines[0]
+    if all(list(line.epochs) == list(first.epochs) and np.allclose(
+            np.asarray(line.mean, dtype=float), np.asarray(first.mean, dtype=float),
+            equal_nan=True) for line in lines[1:]):
+        return [figures.Line("all variants", first.style, first.epochs, first.mean, None,
+                             "0.3")]
+    return lines
+
+
+def curve_made(variants: Sequence[Variant], figure_id: str, title: str,
+               metrics: Sequence[str], caption: str = "", with_split: bool = True,
+               log: Sequence[str] = ()) -> Made | None:
+    panels = []
+    for rest in metrics:
+        lines = _panel_lines(variants, rest, with_split)
+        if not with_split:
+            lines = _merge_identical(lines, len(variants))
+        if lines:
+            name, ylabel = METRIC_TEXT.get(rest, (rest, rest))
+            limits = (0.0, 1.02) if rest in ("accuracy", "same_encoding_fraction") else None
+            panels.append(figures.CurvePanel(name, ylabel, lines, rest in log, limits))
     if not panels:
         return None
-    fig, axes = _new_figure(len(panels))
-    colors = _colors(len(series))
-    label_color = dict(zip(series, colors, strict=False))
-    split_color = {"train": "tab:blue", "val": "tab:green", "test": "tab:orange"}
-    for ax, (rest, lines) in zip(axes, panels.items(), strict=False):
-        for label, split, curve in lines:
-            single = len(series) == 1
-            color = split_color[split] if single else label_color[label]
-            name = split if single else f"{label} ({split})"
-            _plot_curve(ax, curve, name, color, SPLIT_STYLE[split])
-        ax.set_title(rest, fontsize=9)
-        ax.set_xlabel("epoch")
-        ax.legend(fontsize=7)
-    fig.suptitle(title)
-    return fig
+    colours = {v.label: v.colour for v in variants} | {"all variants": "0.3"}
+    fig = figures.curves_figure(panels, colours=colours)
+    multi = any(len(v.runs) > 1 for v in variants)
+    caption = (caption + (" Band = ± population std over seeds." if multi else "")).strip()
+    return Made(figure_id, figure_id, title, fig, caption)
 
 
-def _colors(count: int) -> list[Any]:
-    cmap = colormaps["tab10" if count <= 10 else "viridis"]
-    if count <= 10:
-        return [cmap(i) for i in range(count)]
-    return [cmap(i / max(count - 1, 1)) for i in range(count)]
+def _keys_matching(variants: Sequence[Variant], pattern: re.Pattern[str]) -> list[str]:
+    """The metric names matching ``pattern`` in any run of the variants, counts left out."""
+    return list(dict.fromkeys(k for v in variants for c in v.curves for k in c
+                              if pattern.match(k) and not is_bookkeeping_count(k)))
 
 
-def schedule_figure(metrics: dict[str, Curve]) -> Figure | None:
-    names = [name for name in ("lr", "gamma") if metrics.get(name)]
-    if not names:
+def collapse_made(variants: Sequence[Variant]) -> Made | None:
+    keys = _keys_matching(variants, re.compile(r"^(train|val|test)/collapse/"))
+    rests = list(dict.fromkeys(key.partition("/")[2] for key in keys))
+    return curve_made(variants, "collapse", "Collapse of the penultimate layer over epochs (BE)",
+                      rests, "BE's collapse metrics of x_pen, classes = predictions.",
+                      log=("collapse/within_class_variation",
+                           "collapse/within_class_variation_weighted"))
+
+
+def _depth_series(variant: Variant, keys: Sequence[str], epochs: Sequence[int],
+                  extra_key: str | None = None) -> list[figures.DepthSeries]:
+    """Per chosen epoch, the value of each key: mean ± std over the variant's runs."""
+    series = []
+    for epoch in epochs:
+        means, stds = [], []
+        for key in [*keys, *([extra_key] if extra_key else [])]:
+            values = [c[key][epoch][0] for c in variant.curves if epoch in c.get(key, {})]
+            stats = agg.mean_std(values)
+            means.append(math.nan if stats["mean"] is None else stats["mean"])
+            stds.append(math.nan if stats["std"] is None else stats["std"])
+        label = f"epoch {epoch}" + (" (init)" if epoch == 0 else "")
+        multi = len(variant.runs) > 1
+        extra = means.pop() if extra_key else None
+        extra_std = stds.pop() if extra_key else None
+        series.append(figures.DepthSeries(label, means, stds if multi else None,
+                                          extra, extra_std if multi else None))
+    return series
+
+
+def _final_label(series: list[figures.DepthSeries], final: int) -> None:
+    for s in series:
+        if s.label == f"epoch {final}":
+            s.label += " (final)"
+
+
+def nc1_made(variants: Sequence[Variant]) -> Made | None:
+    """TH's per-block NC1 against depth at chosen epochs."""
+    pattern = re.compile(r"^(train|val|test)/nc1/(.+)$")
+    panels = []
+    for variant in variants:
+        keys = _keys_matching([variant], pattern)
+        blocks = list(dict.fromkeys(pattern.match(k).group(2) for k in keys))  # type: ignore
+        epochs = sorted({e for c in variant.curves for k in keys for e in c.get(k, {})})
+        if not keys or not epochs:
+            continue
+        chosen = choose_epochs(epochs)
+        series = []
+        for split in SPLITS:
+            split_keys = [f"{split}/nc1/{block}" for block in blocks]
+            if not any(k in c for c in variant.curves for k in split_keys):
+                continue
+            split_series = _depth_series(variant, split_keys, chosen)
+            for s in split_series:
+                s.style = split
+            _final_label(split_series, chosen[-1])
+            series += split_series
+        panels.append(figures.DepthPanel(variant.label, "NC1 = tr(Σ_W Σ_B⁺)",
+                                         blocks, series, log=True))
+    if not panels:
         return None
-    fig, axes = _new_figure(len(names))
-    for ax, name in zip(axes, names, strict=False):
-        _plot_curve(ax, metrics[name], name, "tab:purple", "-")
-        values = [v for v, _ in metrics[name].values() if math.isfinite(v)]
-        if values and min(values) > 0:
-            ax.set_yscale("log")
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel("epoch")
-    fig.suptitle("Schedules (learning rate, γ of the compression loss)")
-    return fig
+    fig = figures.depth_figure(panels, key_title="epoch; split", columns=3)
+    multi = any(len(v.runs) > 1 for v in variants)
+    return Made("nc1", "nc1", "Neural collapse (NC1) per block against depth", fig,
+                "TH's NC1 of each hooked block's output, by true labels; lower = more "
+                "collapsed. Solid: test, dashed: train."
+                + (" Error bars = ± population std over seeds." if multi else ""))
 
 
-def nc1_figure(metrics: dict[str, Curve]) -> Figure | None:
-    """NC1 = tr(Σ_W Σ_B⁺) per block vs epoch, one panel per split, log scale."""
-    per_split: dict[str, dict[str, Curve]] = {}
-    for key, curve in metrics.items():
-        parts = _split_key(key)
-        if parts and parts[1].startswith("nc1/") and curve:
-            per_split.setdefault(parts[0], {})[parts[1][len("nc1/"):]] = curve
-    if not per_split:
+def hyperplanes_made(variants: Sequence[Variant]) -> Made | None:
+    """HP's projection statistics per layer against depth at init, chosen epochs, final."""
+    pattern = re.compile(r"^hyperplanes/(.+)/(mean|mass)$")
+    panels = []
+    for variant in variants:
+        config = variant.representative.flat_config()
+        normalized = config.get("metrics.hyperplanes.normalize", True) is not False
+        for stat in ("mean", "mass"):
+            keys = [k for k in _keys_matching([variant], pattern)
+                    if k.endswith(f"/{stat}") and k != f"hyperplanes/net/{stat}"]
+            epochs = sorted({e for c in variant.curves for k in keys for e in c.get(k, {})})
+            if not keys or not epochs:
+                continue
+            chosen = choose_epochs(epochs)
+            net = f"hyperplanes/net/{stat}"
+            has_net = any(net in c for c in variant.curves)
+            series = _depth_series(variant, keys, chosen, net if has_net else None)
+            _final_label(series, chosen[-1])
+            layers = [figures.axis_label(k[len("hyperplanes/"):-len(stat) - 1]) for k in keys]
+            ylabel = ("mean cos∠(w, 1) over the layer's filters" if normalized
+                      else "mean ⟨w, 1⟩ over the layer's filters") if stat == "mean" else \
+                "fraction of filters with projection ≤ 0"
+            name = "mean projection" if stat == "mean" else "mass at or below 0"
+            title = f"{variant.label} · {name}" if len(variants) > 1 else name
+            panels.append(figures.DepthPanel(title, ylabel, layers, series,
+                                             extra="whole net" if has_net else "",
+                                             reference=0.0 if stat == "mean" else 0.5))
+    if not panels:
         return None
-    fig, axes = _new_figure(len(per_split), width=5.0)
-    for ax, (split, blocks) in zip(axes, per_split.items(), strict=False):
-        colors = _colors(len(blocks))
-        positive = True
-        for color, (block, curve) in zip(colors, blocks.items(), strict=False):
-            _plot_curve(ax, curve, block, color, "-")
-            positive &= all(v > 0 for v, _ in curve.values() if math.isfinite(v))
-        if positive:
-            ax.set_yscale("log")
-        ax.set_title(f"NC1 per block ({split})", fontsize=9)
-        ax.set_xlabel("epoch")
-        ax.legend(fontsize=7)
-    return fig
+    fig = figures.depth_figure(panels, key_title="epoch (0 = init)", columns=2)
+    return Made("hyperplanes", "hyperplanes", "Hyperplane orientation per layer against depth",
+                fig, "Projection of the all-ones vector onto each filter's normal (HP §3.1); "
+                "'whole net' pools every filter of the network. Grey line: 0 (mean) and 0.5 "
+                "(mass), what a symmetric arrangement gives.")
 
 
-def information_plane_figure(metrics: dict[str, Curve]) -> Figure | None:
-    """DIB information plane: V-minimality (x) vs V-sufficiency (y) per block, colour = epoch."""
+def code_made(variant: Variant, suffix: str) -> tuple[list[Made], str]:
+    """The code itself, from the representative run's penultimate.npz."""
+    run = variant.representative
+    data = load_penultimate(run)
+    if not data:
+        return [], ("No penultimate features: rerun with metrics.penultimate.when=last to "
+                    "store them.")
+    splits = [figures.Split(s, d["x"], d["labels"]) for s, d in data.items() if "labels" in d]
+    if not splits:
+        return [], "penultimate.npz has no labels."
+    width = splits[0].x.shape[1]
+    head = run.flat_config().get("head.name", "")
+    if width > MAX_CODE_NODES:
+        fig = figures.pca_figure(splits, value_name=f"the {width}-dimensional features")
+        return [Made("code", f"code_pca{suffix}", f"{variant.label}: the features in "
+                     "principal components", fig,
+                     f"{width} dimensions (head {head}): too many for one panel each; PCA "
+                     f"fitted on {splits[0].name}, coloured by true class.")], ""
+    nodes = list(range(width))
+    hist = figures.code_histogram_figure(splits, nodes)
+    dims = tuple(figures.top_variance_nodes(splits[0].x, 2)) if width >= 2 else (0, 0)
+    scatter = figures.code_scatter_figure(splits, dims)  # type: ignore[arg-type]
+    return [Made("code", f"code_hist{suffix}", f"{variant.label}: x_pen per node, by class",
+                 hist, f"{width} penultimate nodes at the final epoch, histograms stacked by "
+                 "true class; bins shared by train and test."),
+            Made("code", f"code_2d{suffix}", f"{variant.label}: the code in two dimensions",
+                 scatter, "Left: the two nodes with the largest train variance, coloured by "
+                 "true class. Right: per class, the fraction of samples with x_pen > 0 "
+                 "(0 or 1 everywhere = one binary code word per class).")], ""
+
+
+def information_plane_made(variant: Variant, suffix: str) -> Made | None:
     pattern = re.compile(r"^dib/(vmin|vsuff)/(.+)/([^/]+)$")
-    found: dict[str, dict[str, dict[str, Curve]]] = {}  # split -> block -> term -> curve
+    metrics = variant.curves[0]
+    found: dict[str, dict[str, dict[str, Curve]]] = {}
     for key, curve in metrics.items():
         match = pattern.match(key)
         if match:
@@ -290,236 +646,95 @@ def information_plane_figure(metrics: dict[str, Curve]) -> Figure | None:
                 planes.setdefault(split, {})[block] = (
                     epochs, [terms["vmin"][e][0] for e in epochs],
                     [terms["vsuff"][e][0] for e in epochs])
-    if not planes:
-        return None
-    all_epochs = [e for blocks in planes.values() for ep, _, _ in blocks.values() for e in ep]
-    norm = Normalize(vmin=min(all_epochs), vmax=max(max(all_epochs), min(all_epochs) + 1))
-    markers = "osD^v<>phX*"
-    fig, axes = _new_figure(len(planes), width=5.0, height=4.0)
-    scatter = None
-    for ax, (split, blocks) in zip(axes, planes.items(), strict=False):
-        for index, (block, (epochs, vmin, vsuff)) in enumerate(blocks.items()):
-            ax.plot(vmin, vsuff, color="0.7", linewidth=0.8, zorder=1)
-            scatter = ax.scatter(vmin, vsuff, c=epochs, cmap="viridis", norm=norm,
-                                 marker=markers[index % len(markers)], label=block, zorder=2)
-            ax.annotate(block, (vmin[-1], vsuff[-1]), fontsize=7, xytext=(3, 3),
-                        textcoords="offset points")
-        ax.set_xlabel("V-minimality")
-        ax.set_ylabel("V-sufficiency")
-        ax.set_title(f"information plane ({split})", fontsize=9)
-        ax.legend(fontsize=7)
-    fig.colorbar(scatter, ax=axes, label="epoch")
-    return fig
-
-
-def hyperplanes_figure(metrics: dict[str, Curve]) -> Figure | None:
-    """Mean projection of the filters onto 1 (HP §3.1) per layer vs epoch; mass if logged."""
-    pattern = re.compile(r"^hyperplanes/(.+)/(mean|mass)$")
-    stats: dict[str, dict[str, Curve]] = {"mean": {}, "mass": {}}
-    for key, curve in metrics.items():
-        match = pattern.match(key)
-        if match and curve:
-            stats[match.group(2)][match.group(1)] = curve
-    panels = [name for name in ("mean", "mass") if stats[name]]
-    if not panels:
-        return None
-    fig, axes = _new_figure(len(panels), width=5.5, height=3.8)
-    for ax, name in zip(axes, panels, strict=False):
-        layers = {k: v for k, v in stats[name].items() if k != "net"}
-        for color, (layer, curve) in zip(_colors(len(layers)), layers.items(), strict=False):
-            _plot_curve(ax, curve, layer, color, "-")
-        if "net" in stats[name]:
-            _plot_curve(ax, stats[name]["net"], "net", "black", "-")
-            ax.lines[-1].set_linewidth(2.5)
-        ax.set_title(f"hyperplanes: {name} projection per layer", fontsize=9)
-        ax.set_xlabel("epoch")
-        if len(stats[name]) <= 14:
-            ax.legend(fontsize=6, ncol=2)
-    return fig
-
-
-def penultimate_figure(path: Path) -> tuple[Figure, str] | None:
-    """Histogram per penultimate node at the final epoch, train (filled) and test (outline)."""
-    if not path.exists():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {split: np.asarray(data[f"{split}_x_pen"], dtype=float)
-                      for split in ("train", "test") if f"{split}_x_pen" in data.files}
-    except (OSError, ValueError):
-        return None
-    arrays = {s: a.reshape(len(a), -1) for s, a in arrays.items() if a.ndim >= 1 and a.size}
-    if not arrays:
-        return None
-    nodes = min(a.shape[1] for a in arrays.values())
-    shown = min(nodes, MAX_NODES)
-    columns = min(shown, 8)
-    fig, axes = _new_figure(shown, width=2.0, height=1.7, columns=columns)
-    for node, ax in enumerate(axes):
-        values = np.concatenate([a[:, node] for a in arrays.values()])
-        values = values[np.isfinite(values)]
-        low, high = (values.min(), values.max()) if values.size else (0.0, 1.0)
-        bins = np.linspace(low, high if high > low else low + 1.0, 41)
-        if "train" in arrays:
-            ax.hist(arrays["train"][:, node], bins=bins, density=True, color="tab:blue",
-                    alpha=0.5, label="train")
-        if "test" in arrays:
-            ax.hist(arrays["test"][:, node], bins=bins, density=True, histtype="step",
-                    color="tab:orange", label="test")
-        ax.set_title(f"node {node}", fontsize=8)
-        ax.tick_params(labelsize=6)
-    axes[0].legend(fontsize=6)
-    caption = f"{nodes} penultimate nodes" + (f"; the first {shown} are shown"
-                                               if shown < nodes else "")
-    return fig, caption
-
-
-def reinit_figure(path: Path) -> tuple[Figure, str] | None:
-    """Test top-1 after re-initialising one layer from each source (HP §3.4)."""
-    data = _read_json(path)
-    if not isinstance(data, dict) or not data.get("layers") or not data.get("sources"):
-        return None
-    layers = list(data["layers"])
-    sources = list(data["sources"])
-    matrix = np.full((len(sources), len(layers)), np.nan)
-    for row, source in enumerate(sources):
-        for column, value in enumerate(list(data["sources"][source])[:len(layers)]):
-            number = _scalar(value)
-            matrix[row, column] = np.nan if number is None else number
-    baseline = _scalar((data.get("baseline") or {}).get("top1"))
-    top = max(np.nanmax(matrix) if np.isfinite(matrix).any() else 1.0,
-              baseline if baseline is not None and math.isfinite(baseline) else 0.0)
-    fig = Figure(figsize=(max(4.0, 0.55 * len(layers) + 2.5), 0.5 * len(sources) + 2.2),
-                 dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    image = ax.imshow(np.ma.masked_invalid(matrix), cmap="viridis", vmin=0.0, vmax=top,
-                      aspect="auto")
-    ax.set_xticks(range(len(layers)), layers, rotation=60, ha="right", fontsize=7)
-    ax.set_yticks(range(len(sources)), sources, fontsize=8)
-    if matrix.size <= 300:
-        for (row, column), value in np.ndenumerate(matrix):
-            if math.isfinite(value):
-                ax.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=6,
-                        color="white" if value < 0.6 * top else "black")
-    fig.colorbar(image, ax=ax, label="test top-1")
-    ax.set_xlabel("re-initialised layer")
-    ax.set_ylabel("init source")
-    caption = "baseline top-1 " + (f"{baseline:.4g}" if baseline is not None else "unknown")
-    return fig, caption
-
-
-def alpha_trajectories(run_dir: Path, metrics: dict[str, Curve]) -> dict[str, dict[str, Any]]:
-    """Per layer: epochs, mean and optional band (min/max or std), from alpha.json or metrics."""
-    data = _read_json(run_dir / "alpha.json")
-    result: dict[str, dict[str, Any]] = {}
-    if isinstance(data, dict):
-        for layer, entry in data.items():
-            if isinstance(entry, dict) and entry.get("epochs") and entry.get("mean"):
-                result[layer] = {k: entry[k] for k in ("epochs", "mean", "min", "max", "std")
-                                 if entry.get(k) is not None}
-        if result:
-            return result
-    for key, curve in metrics.items():
-        if key.startswith("alpha/") and not key.endswith(("/min", "/max", "/std")) and curve:
-            layer = key[len("alpha/"):]
-            epochs = sorted(curve)
-            entry = {"epochs": epochs, "mean": [curve[e][0] for e in epochs]}
-            for extra in ("min", "max", "std"):
-                band = metrics.get(f"{key}/{extra}", {})
-                if band and all(e in band for e in epochs):
-                    entry[extra] = [band[e][0] for e in epochs]
-            result[layer] = entry
-    return result
-
-
-def alpha_figure(trajectories: dict[str, dict[str, Any]]) -> Figure | None:
-    """Learned α of ReLU_α per layer vs epoch; band = min..max over units (else ± std)."""
-    if not trajectories:
-        return None
-    fig, axes = _new_figure(1, width=6.0, height=3.8)
-    ax = axes[0]
-    for color, (layer, entry) in zip(_colors(len(trajectories)), trajectories.items(),
-                                     strict=False):
-        epochs = np.asarray(entry["epochs"], dtype=float)
-        mean = np.asarray([math.nan if v is None else v for v in entry["mean"]], dtype=float)
-        ax.plot(epochs, mean, color=color, label=layer)
-        if "min" in entry and "max" in entry:
-            low, high = (np.asarray(entry[k], dtype=float) for k in ("min", "max"))
-        elif "std" in entry:
-            spread = np.asarray(entry["std"], dtype=float)
-            low, high = mean - spread, mean + spread
-        else:
-            continue
-        if low.shape == mean.shape == high.shape:
-            ax.fill_between(epochs, low, high, color=color, alpha=0.2, linewidth=0)
-    ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel("α")
-    ax.set_title("α trajectories per layer", fontsize=9)
-    ax.legend(fontsize=7)
-    return fig
-
-
-# ----------------------------------------------------------------------------- assembling
-
-
-def _write(fig: Figure | None, files_dir: Path, name: str, figure_id: str, title: str,
-           caption: str = "") -> FigureEntry | None:
+    fig = figures.information_plane_figure(planes)
     if fig is None:
         return None
-    path = files_dir / f"{name}.png"
-    _save(fig, path)
-    return FigureEntry(figure_id, title, f"{files_dir.name}/{path.name}", caption)
+    return Made("information_plane", f"information_plane{suffix}",
+                f"{variant.label}: DIB information plane", fig,
+                "V-minimality (x) against V-sufficiency (y), one marker shape per block.")
 
 
-def curve_figures(series: dict[str, dict[str, Curve]], files_dir: Path,
-                  prefix: str = "") -> list[FigureEntry]:
-    """The figures drawn from per-split curves (one line per label): accuracy … scores."""
-    entries = []
-    for figure_id, title, wants in CURVE_FAMILIES:
-        fig = family_figure(series, title, wants)
-        entry = _write(fig, files_dir, f"{prefix}{figure_id}", figure_id, title)
-        if entry:
-            entries.append(entry)
-    return entries
+def run_level_made(variant: Variant, suffix: str) -> tuple[list[Made], list[str]]:
+    """The representative run's own figures (not averaged across runs)."""
+    run = variant.representative
+    made, notes = code_made(variant, suffix)
+    notes_list = [notes] if notes else []
+    reinit = run.read_artifact("reinit")
+    if isinstance(reinit, dict) and reinit.get("layers") and reinit.get("sources"):
+        try:
+            fig = figures.reinit_heatmap_figure(reinit)
+            made.append(Made("reinit", f"reinit{suffix}", f"{variant.label}: layer "
+                             "re-initialisation robustness", fig,
+                             "Each column: one layer's weights replaced by those of the row's "
+                             "source (init = the run's initial weights, rand = a fresh draw), "
+                             "the rest kept; red = test accuracy lost."))
+        except (KeyError, TypeError, ValueError) as error:
+            notes_list.append(f"reinit.json unreadable: {error}")
+    try:
+        trajectories = figures.alpha_sites(run.read_artifact("alpha")
+                                           or alpha_trajectories(run.events()))
+    except ValueError as error:
+        trajectories = {}
+        notes_list.append(str(error))
+    fig = figures.alpha_figure(trajectories)
+    if fig is not None:
+        made.append(Made("alpha", f"alpha{suffix}", f"{variant.label}: ReLU_α trajectories",
+                         fig, "Band: min..max over units (channel granularity) or ± std."))
+    plane = information_plane_made(variant, suffix)
+    if plane:
+        made.append(plane)
+    lr_find = run.read_artifact("lr_find")
+    if isinstance(lr_find, dict) and lr_find.get("lrs"):
+        try:
+            made.append(Made("lr_find", f"lr_find{suffix}", f"{variant.label}: LR range test",
+                             figures.lr_find_figure(lr_find)))
+        except (KeyError, TypeError, IndexError) as error:
+            notes_list.append(f"lr_find.json unreadable: {error}")
+    return made, notes_list
 
 
-def run_level_figures(run_dir: Path, metrics: dict[str, Curve], files_dir: Path,
-                      prefix: str = "") -> list[FigureEntry]:
-    """Figures of one run that do not average across runs (see RUN_ONLY_FIGURES)."""
-    entries: list[FigureEntry | None] = [
-        _write(schedule_figure(metrics), files_dir, f"{prefix}schedule", "schedule",
-               "Schedules"),
-        _write(nc1_figure(metrics), files_dir, f"{prefix}nc1", "nc1", "NC1 per block",
-               "tr(Σ_W Σ_B⁺) of each hooked block"),
-        _write(information_plane_figure(metrics), files_dir, f"{prefix}information_plane",
-               "information_plane", "DIB information plane",
-               "V-minimality on x vs V-sufficiency on y, one marker per block, colour = epoch"),
-        _write(hyperplanes_figure(metrics), files_dir, f"{prefix}hyperplanes", "hyperplanes",
-               "Hyperplane mean projection per layer", "thick black line: whole net"),
+def compared_made(variants: Sequence[Variant], variant_axis: str) -> list[Made]:
+    """The figures comparing every variant (mean ± std over seeds)."""
+    scores, _ = scores_made(variants, variant_axis)
+    made = [
+        scores,
+        roc_made(variants),
+        curve_made(variants, "training", "Accuracy and loss over epochs",
+                   ["accuracy", "loss"], "Solid: test, dashed: train (eval mode, no "
+                   "augmentation)."),
+        curve_made(variants, "schedule", "Schedules", ["lr", "gamma"],
+                   "γ exists only for heads with the compression loss (bin_enc).",
+                   with_split=False, log=("lr", "gamma")),
+        curve_made(variants, "encoding", "Binary encoding over epochs", ENCODING_METRICS,
+                   f"BE's binarity metrics (heads {', '.join(BINARY_CODE_HEADS)} only) and the "
+                   "same-encoding fraction, at every evaluation."),
+        collapse_made(variants),
+        nc1_made(variants),
+        hyperplanes_made(variants),
     ]
-    for figure_id, title, made in (
-        ("penultimate", "Penultimate activations per node (final epoch)",
-         penultimate_figure(run_dir / "penultimate.npz")),
-        ("reinit", "Layer re-initialisation robustness", reinit_figure(run_dir / "reinit.json")),
-    ):
-        if made is not None:
-            entries.append(_write(made[0], files_dir, f"{prefix}{figure_id}", figure_id, title,
-                                  made[1]))
-    entries.append(_write(alpha_figure(alpha_trajectories(run_dir, metrics)), files_dir,
-                          f"{prefix}alpha", "alpha", "α trajectories"))
-    return [entry for entry in entries if entry is not None]
+    return [m for m in made if m is not None]
+
+
+# ----------------------------------------------------------------------------- HTML
 
 
 CSS = """
-body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:13px}
-td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}
-th{background:#f3f3f3} tr.bad td{background:#fde8e8} tr.busy td{background:#fff6dd}
-tr.selected td:first-child{font-weight:bold}
-figure{margin:1.5em 0} figure img{max-width:100%;border:1px solid #eee}
-figcaption{font-size:13px;color:#555} .warn{color:#a05000} code{background:#f6f6f6}
+*{box-sizing:border-box}
+body{font-family:system-ui,sans-serif;margin:0 auto;padding:1em 20px;max-width:1400px;
+ color:#222;line-height:1.4}
+h1{font-size:1.6em;overflow-wrap:anywhere} h2{margin-top:1.8em;border-bottom:1px solid #ddd}
+.scroll{overflow-x:auto;max-width:100%;margin:0.6em 0}
+table{border-collapse:collapse;font-size:13px}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top;
+ max-width:24em}
+th{background:#f3f3f3;position:sticky;top:0} tr.bad td{background:#fde8e8}
+tr.busy td{background:#fff6dd} tr.selected td:first-child{font-weight:bold}
+figure{margin:1.2em 0;max-width:100%} figure img{max-width:100%;height:auto;
+ border:1px solid #eee;display:block}
+figcaption{font-size:13px;color:#555;max-width:70em} figcaption a{color:#357}
+.warn{color:#a05000} .note{color:#555;font-style:italic}
+code{background:#f6f6f6;overflow-wrap:anywhere} nav{font-size:14px}
+nav a{margin-right:0.8em;white-space:nowrap}
 """
 
 
@@ -529,28 +744,40 @@ def _esc(value: Any) -> str:
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]],
            row_classes: Sequence[str] | None = None) -> str:
-    head = "".join(f"<th>{_esc(h)}</th>" for h in header)
+    # headers break after "/" and "_" (test/<wbr>accuracy), never inside a word
+    head = "".join("<th>" + re.sub(r"([/_])", r"\1<wbr>", _esc(h)) + "</th>" for h in header)
     body = []
     for index, row in enumerate(rows):
         css = f' class="{row_classes[index]}"' if row_classes and row_classes[index] else ""
         body.append(f"<tr{css}>" + "".join(f"<td>{_esc(c)}</td>" for c in row) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return (f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table></div>")
+
+
+def _write(made: Made, files_dir: Path) -> FigureEntry:
+    paths = figures.save_figure(made.fig, files_dir / made.name, FORMATS)
+    return FigureEntry(made.figure_id, made.title,
+                       [f"{files_dir.name}/{p.name}" for p in paths], made.caption)
 
 
 def _figures_html(entries: Sequence[FigureEntry]) -> str:
     parts = []
     for entry in entries:
-        caption = f"{entry.title}" + (f" — {entry.caption}" if entry.caption else "")
+        links = " · ".join(f'<a href="{_esc(f)}">{_esc(Path(f).suffix[1:].upper())}</a>'
+                           for f in entry.files)
+        caption = f"<b>{_esc(entry.title)}</b>" + (f". {_esc(entry.caption)}"
+                                                     if entry.caption else "")
         parts.append(
             f'<figure id="fig-{_esc(Path(entry.filename).stem)}" '
             f'data-figure="{_esc(entry.figure_id)}">'
             f'<img src="{_esc(entry.filename)}" alt="{_esc(entry.title)}">'
-            f"<figcaption>{_esc(caption)}</figcaption></figure>")
-    return "\n".join(parts) or "<p>No figure: none of the data they need exist.</p>"
+            f"<figcaption>{caption} <span>[{links}]</span></figcaption></figure>")
+    return "\n".join(parts)
 
 
 def _page(title: str, body: str) -> str:
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{_esc(title)}</title><style>{CSS}</style></head>\n"
             f"<body>\n<h1>{_esc(title)}</h1>\n{body}\n</body></html>\n")
 
@@ -559,23 +786,16 @@ RUN_FACTS = ("model.name", "head.name", "head.penultimate_nodes", "head.dropout_
              "dataset.name", "optimizer.name", "optimizer.lr", "trainer.seed", "trainer.epochs")
 
 
-def _run_facts(run: agg.RunRecord) -> str:
+def _run_facts(run: RunDir) -> str:
     rows = [["state", run.state], ["reason", run.reason or ""], ["epoch", run.epoch]]
-    rows += [[key, run.config[key]] for key in RUN_FACTS if key in run.config]
-    summary = run.summary or {}
+    config = run.flat_config()
+    rows += [[key, config[key]] for key in RUN_FACTS if key in config]
+    summary = run.summary() or {}
     for key in ("test/accuracy", "train/accuracy", "val/accuracy", "best/test/accuracy",
                 "best_epoch", "convergence_epoch", "epochs"):
         if key in summary:
             rows.append([key, agg.format_number(summary[key])])
-    return _table(["", str(run.run_dir)], rows)
-
-
-def run_report_body(run_dir: Path, files_dir: Path) -> str:
-    run = agg.load_run(run_dir)
-    metrics = curves(read_metrics(run_dir / "metrics.jsonl"))
-    entries = curve_figures({run.name: metrics}, files_dir)
-    entries += run_level_figures(run_dir, metrics, files_dir)
-    return f"<h2>Run</h2>{_run_facts(run)}\n<h2>Figures</h2>\n{_figures_html(entries)}"
+    return _table(["", str(run.dir)], rows)
 
 
 def _aggregate_html(result: agg.AggregateResult) -> str:
@@ -583,7 +803,7 @@ def _aggregate_html(result: agg.AggregateResult) -> str:
     main = [n for n in dict.fromkeys([result.select, *agg.TABLE_COLUMNS,
                                       "test/binarity/score", "test/same_encoding_fraction",
                                       "test/collapse/within_class_variation",
-                                      "test/mahalanobis/auroc", "test/perturbation/score"])
+                                      "test/mahalanobis/auroc_exact", "test/perturbation/score"])
             if n in names]
     header = ["variant", "repeats", "excluded runs", "best lr (seed:lr)", *main]
     rows = [[v.label, f"{len(v.selected)} of {len(v.seeds)}",
@@ -600,7 +820,7 @@ def _aggregate_html(result: agg.AggregateResult) -> str:
             f"{_table(['metric', *[v.label for v in result.variants]], full_rows)}</details>")
 
 
-def _runs_html(runs: Sequence[agg.RunRecord], select: str,
+def _runs_html(runs: Sequence[RunDir], select: str,
                result: agg.AggregateResult | None = None) -> str:
     selected = result.selected_runs() if result else set()
     rows, classes = [], []
@@ -609,11 +829,64 @@ def _runs_html(runs: Sequence[agg.RunRecord], select: str,
         variant = result.run_variant[run.name] if result else ""
         reason = agg.exclusion_reason(run, select) or ""
         rows.append([run.name + (" *" if run.name in selected else ""), run.state, variant,
-                     run.seed, run.lr, agg.format_number(value), reason])
+                     agg.seed_of(run), agg.lr_of(run), agg.format_number(value), reason])
         classes.append("selected" if run.name in selected else
                        "" if run.state == "ok" else "busy" if run.state == "running" else "bad")
     return _table(["run (* selected)", "state", "variant", "seed", "lr", select, "reason"],
                   rows, classes)
+
+
+SECTIONS = (  # (heading, anchor, figure ids) of the compared figures, in page order
+    ("Final-epoch scores", "scores", ("scores", "roc")),
+    ("Training", "training", ("training", "schedule")),
+    ("Binary encoding", "encoding", ("encoding",)),
+    ("Collapse and NC1", "collapse", ("collapse", "nc1")),
+    ("Hyperplanes", "hyperplanes", ("hyperplanes",)),
+)
+
+
+def figures_body(variants: Sequence[Variant], files_dir: Path, variant_axis: str,
+                 sweep: bool) -> tuple[str, list[tuple[str, str]]]:
+    """The figure sections (compared figures, then each variant's own); returns the HTML and
+    the (anchor, heading) list of the sections written."""
+    compared = {m.figure_id: _write(m, files_dir) for m in compared_made(variants, variant_axis)}
+    parts, nav = [], []
+    for heading, anchor, ids in SECTIONS:
+        entries = [compared[i] for i in ids if i in compared]
+        if entries:
+            nav.append((anchor, heading))
+            parts.append(f'<h2 id="{anchor}">{_esc(heading)}</h2>{_figures_html(entries)}')
+    for variant in variants:
+        made, notes = run_level_made(variant, f"_{variant.slug}" if variant.slug else "")
+        entries = [_write(m, files_dir) for m in made]
+        anchor = f"variant-{variant.slug}" if variant.slug else "run-figures"
+        heading = (f"{variant.label}: the code and the run's own figures" if sweep
+                   else "The code and the run's own figures")
+        seed = variant.seeds[0] if variant.seeds else None
+        lr = agg.format_number(variant.lrs[0]) if variant.lrs else "-"
+        intro = (f"<p>Representative run <code>{_esc(variant.representative.name)}</code> "
+                 f"(seed {_esc(seed)}, lr {_esc(lr)}): the selected run of the lowest "
+                 "seed.</p>" if sweep else "")
+        notes_html = "".join(f'<p class="note">{_esc(n)}</p>' for n in notes)
+        if entries or notes:
+            nav.append((anchor, variant.label if sweep else "the code"))
+            parts.append(f'<h2 id="{anchor}">{_esc(heading)}</h2>{intro}{notes_html}'
+                         f"{_figures_html(entries)}")
+    if not compared and not any("<figure" in p for p in parts):
+        parts.append("<p>No figure: none of the data they need exist.</p>")
+    return "\n".join(parts), nav
+
+
+def _nav(items: Sequence[tuple[str, str]]) -> str:
+    links = "".join(f'<a href="#{_esc(a)}">{_esc(h)}</a>' for a, h in items)
+    return f"<nav>{links}</nav>" if links else ""
+
+
+def run_report_body(run_dir: Path, files_dir: Path) -> str:
+    run = RunDir(run_dir)
+    variant = run_variant(run)
+    body, nav = figures_body([variant], files_dir, "run", sweep=False)
+    return f"{_nav([('run', 'run'), *nav])}<h2 id=\"run\">Run</h2>{_run_facts(run)}\n{body}"
 
 
 def sweep_report_body(sweep_dir: Path, files_dir: Path, select: str) -> str:
@@ -624,31 +897,14 @@ def sweep_report_body(sweep_dir: Path, files_dir: Path, select: str) -> str:
         return (f'<p class="warn">No aggregate: {_esc(error.args[0])}</p>'
                 f"<h2>Runs</h2>{_runs_html(runs, select)}")
     by_name = {run.name: run for run in runs}
-    run_metrics = {s.run: curves(read_metrics(by_name[s.run].run_dir / "metrics.jsonl"))
-                   for v in result.variants for s in v.selected}
-    series = {v.label: mean_curves([run_metrics[s.run] for s in v.selected])
-              for v in result.variants if v.selected}
-    parts = [f"<h2>Aggregate</h2>{_aggregate_html(result)}",
-             f"<h2>Runs</h2>{_runs_html(runs, select, result)}",
-             "<h2>Variants compared</h2><p>Mean ± population std over the selected run of "
-             "each seed.</p>", _figures_html(curve_figures(series, files_dir, "sweep_"))]
-    for index, v in enumerate(result.variants):
-        if not v.selected:
-            parts.append(f"<h2>{_esc(v.label)}</h2><p>No usable run.</p>")
-            continue
-        chosen = min(v.selected, key=lambda s: agg.value_order(s.seed))
-        run = by_name[chosen.run]
-        entries = run_level_figures(run.run_dir, run_metrics[chosen.run], files_dir,
-                                    f"variant{index}_")
-        parts.append(f"<h2>{_esc(v.label)}</h2><p>Representative run <code>{_esc(run.name)}"
-                     f"</code> (seed {_esc(chosen.seed)}, lr {_esc(chosen.lr)}): the selected "
-                     f"run of the lowest seed.</p>{_figures_html(entries)}")
-    return "\n".join(parts)
-
-
-def is_run_dir(path: str | Path) -> bool:
-    path = Path(path)
-    return any((path / name).exists() for name in ("status.json", "metrics.jsonl", "config.yaml"))
+    variants = sweep_variants(result, by_name)
+    axis = ", ".join(result.variant_keys) or "variant"
+    body, nav = figures_body(variants, files_dir, axis, sweep=True)
+    unusable = "".join(f"<p class=\"warn\">{_esc(v.label)}: no usable run.</p>"
+                       for v in result.variants if not v.selected)
+    return (f"{_nav([('aggregate', 'aggregate'), ('runs', 'runs'), *nav])}"
+            f'<h2 id="aggregate">Aggregate</h2>{_aggregate_html(result)}{unusable}'
+            f'<h2 id="runs">Runs</h2>{_runs_html(runs, select, result)}\n{body}')
 
 
 def build_report(path: str | Path, out: str | Path | None = None,
@@ -661,8 +917,9 @@ def build_report(path: str | Path, out: str | Path | None = None,
     out = Path(out) if out else path / "report.html"
     files_dir = out.parent / f"{out.stem}_files"
     files_dir.mkdir(parents=True, exist_ok=True)
-    for stale in files_dir.glob("*.png"):  # a figure whose data disappeared must not linger
-        stale.unlink()
+    for fmt in FORMATS:  # a figure whose data disappeared must not linger
+        for stale in files_dir.glob(f"*.{fmt}"):
+            stale.unlink()
     if is_run_dir(path):
         title, body = f"latentgeo run {path.resolve().name}", run_report_body(path, files_dir)
     else:
@@ -677,8 +934,8 @@ def build_report(path: str | Path, out: str | Path | None = None,
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m latentgeo.report",
-        description="Write a static report.html (figures as PNGs in report_files/) for a run "
-                    "dir or a sweep dir. Each figure appears only when its data exist.",
+        description="Write a static report.html (figures as PNG and SVG in report_files/) for "
+                    "a run dir or a sweep dir. Each figure appears only when its data exist.",
         epilog="figures and the data each needs:\n\n" + (__doc__ or "")[
             (__doc__ or "=").index("="):],
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -18,13 +18,14 @@ summary itself. ``on_job_end`` would not do: with submitit it runs inside the jo
 from __future__ import annotations
 
 import atexit
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from latentgeo.records import RunDir
 
 REASON_WIDTH = 100  # characters of the failure reason shown in the table (status.json has it all)
 
@@ -61,19 +62,14 @@ def job_states(sweep_dir: Path, expected: int | None = None) -> list[dict[str, A
     numbers = range(expected) if expected is not None else sorted(found)
     rows = []
     for number in numbers:
-        run_dir = found.get(number, sweep_dir / str(number))
-        status_path = run_dir / "status.json"
-        if not run_dir.is_dir():
+        run = RunDir(found.get(number, sweep_dir / str(number)))
+        if not run.dir.is_dir():
             state, reason = "missing", "no run dir (the job never started)"
-        elif not status_path.is_file():
+        elif run.state == "missing":
             state, reason = "missing", "no status.json (the job never reached training)"
         else:
-            try:
-                status = json.loads(status_path.read_text())
-                state, reason = str(status.get("state")), status.get("reason")
-            except (OSError, ValueError, AttributeError) as error:
-                state, reason = "unreadable", f"status.json: {error}"
-        rows.append({"job": number, "state": state, "reason": reason, "run_dir": str(run_dir)})
+            state, reason = run.state, run.reason
+        rows.append({"job": number, "state": state, "reason": reason, "run_dir": str(run.dir)})
     return rows
 
 

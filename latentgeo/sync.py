@@ -16,7 +16,6 @@ code is 1 when any run failed, 2 for a bad SWEEP_DIR, else 0.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
@@ -24,6 +23,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+
+from latentgeo.records import RunDir
 
 SYNCED_SUFFIX = ".synced"  # wandb-core: <file>.wandb → <file>.wandb.synced
 OUTPUT_TAIL = 800  # characters of wandb's output kept for a failure
@@ -62,10 +63,8 @@ def is_synced(offline_dir: Path) -> bool:
 
 
 def _state(run_dir: Path) -> str | None:
-    try:
-        return json.loads((run_dir / "status.json").read_text()).get("state")
-    except (OSError, ValueError, AttributeError):
-        return None
+    status = RunDir(run_dir).status()
+    return status.get("state") if status else None
 
 
 def find_targets(sweep_dir: str | Path) -> list[SyncTarget]:
@@ -78,7 +77,7 @@ def find_targets(sweep_dir: str | Path) -> list[SyncTarget]:
                                                   p.name))]
     targets = []
     for run_dir in run_dirs:
-        offline = sorted(p for p in (run_dir / "wandb").glob("offline-run-*")
+        offline = sorted(p for p in RunDir(run_dir).artifact("wandb").glob("offline-run-*")
                          if p.is_dir() and not p.is_symlink())
         if not offline:
             continue

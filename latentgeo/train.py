@@ -1,171 +1,51 @@
-"""``python -m latentgeo.train [overrides]``: compose -> validate -> build -> fit -> record."""
+"""``python -m latentgeo.train [overrides]`` (or ``latentgeo-train``): compose -> validate ->
+build -> fit -> record. The command line itself imports no torch: ``--help``, ``--cfg job``,
+shell completion and a composition error answer at once; ``latentgeo.training`` (torch, the
+models, the data) is imported when a run starts.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import os
-import re
+import importlib.resources
 import sys
-import uuid
-from datetime import datetime
 from pathlib import Path
 
 import hydra
-import torch
+import yaml
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.plugins import Plugins
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from latentgeo.config import ConfigError, register_configs, to_container, validate
-from latentgeo.data import DatasetUnavailable, load_dataset
-from latentgeo.data.datasets import load_ood
-from latentgeo.engine import alpha_trajectories, fit, seed_everything
-from latentgeo.models import build_model
-from latentgeo.records import (
-    RunRecord,
-    atomic_write_json,
-    read_json,
-    read_metrics,
-    scrub_secrets,
-    summarize,
-)
-from latentgeo.tracking import WandbSink
+from hydra_plugins.latentgeo_workstation.workstation_launcher import WorkstationLauncher
+from latentgeo.config import ConfigError, DatasetUnavailable, TrainConfig, check_values, to_typed
+from latentgeo.records import LockHeld, RunDamaged, RunDir
+from latentgeo.signals import Interrupted
 
-# Keys that do not change what a run computes: excluded from the run-dir hash (conf/train.yaml)
-# and from the "same config?" check on resume.
-BOOKKEEPING = ("trainer.resume", "trainer.progress", "trainer.device", "trainer.num_threads",
-               "logger")
+# Hydra finds launcher plugins by scanning the hydra_plugins namespace on sys.path, which an
+# editable install (pip install -e .) does not extend: register ours explicitly.
+Plugins.instance().register(WorkstationLauncher)
 
 
-def run_name(name: str | None, dataset: str, model: str, head: str, overrides: str) -> str:
-    """Readable name + short hash of the overrides: rerunning a command finds its run dir."""
-    digest = hashlib.sha1(overrides.encode()).hexdigest()[:8]
-    readable = name or f"{dataset}-{model}-{head}"
-    return f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', readable)}-{digest}"
+def train(cfg: DictConfig | TrainConfig, run_dir: Path, group: str | None = None,
+          overrides: list[str] | None = None) -> dict:
+    """Run (or resume) one training run into ``run_dir``; returns its summary
+    (``latentgeo.training.train``, imported on first use: it brings torch)."""
+    from latentgeo import training  # start-up cost only, not a cycle: see the module docstring
+
+    return training.train(cfg, run_dir, group, overrides)
 
 
-def sweep_id() -> str:
-    """One id per sweep, shared with its jobs through the environment (they inherit it).
-    Timestamp for sorting plus random hex, so two sweeps started in one second differ.
-    Set LATENTGEO_SWEEP_ID to re-enter (and resume) an existing sweep."""
-    if not os.environ.get("LATENTGEO_SWEEP_ID"):
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        os.environ["LATENTGEO_SWEEP_ID"] = f"{stamp}-{uuid.uuid4().hex[:6]}"
-    return os.environ["LATENTGEO_SWEEP_ID"]
-
-
-OmegaConf.register_new_resolver("lg_run_name", run_name, replace=True)
-OmegaConf.register_new_resolver("lg_sweep_id", sweep_id, replace=True)
-register_configs()
-
-
-def comparable(config: dict) -> dict:
-    config = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}
-    for key in BOOKKEEPING:
-        group, _, leaf = key.partition(".")
-        if leaf:
-            config.get(group, {}).pop(leaf, None)
-        else:
-            config.pop(group, None)
-    return config
-
-
-def select_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def set_threads(num_threads: int | None) -> None:
-    """Slurm does not limit torch's threads: follow SLURM_CPUS_PER_TASK unless configured."""
-    threads = num_threads or int(os.environ.get("SLURM_CPUS_PER_TASK", 0))
-    if threads:
-        torch.set_num_threads(threads)
-
-
-def resolve_auto_lr(cfg: DictConfig, data, device: torch.device, record: RunRecord
-                    ) -> DictConfig:
-    """optimizer.lr=auto: run the LR range test (once: a resumed run reads lr_find.json) and
-    train with its suggestion — TH's tuned LR never reached training; ours does."""
-    from latentgeo.analysis.lr_find import LR_FIND_FILE, suggest_lr, write_lr_find
-
-    path = record.dir / LR_FIND_FILE
-    result = read_json(path) if path.is_file() else suggest_lr(cfg, data, device)
-    if result["suggestion"] is None:
-        raise ConfigError("optimizer.lr=auto: the LR range test gave no suggestion; raise "
-                          "optimizer.lr_find.steps or optimizer.lr_find.max_lr")
-    if not path.is_file():
-        write_lr_find(record.dir, result)
-        record.log({"epoch": 0, "step": 0, "lr_find/suggestion": result["suggestion"]})
-    print(f"optimizer.lr=auto: LR range test suggests {result['suggestion']:.3g}")
-    return OmegaConf.merge(cfg, {"optimizer": {"lr": result["suggestion"]}})
-
-
-def train(cfg: DictConfig, run_dir: Path, group: str | None = None) -> dict:
-    """Run (or resume) one training run into ``run_dir``; returns its summary."""
-    record = RunRecord(run_dir)
-    config = scrub_secrets(to_container(cfg))
-    config_yaml = OmegaConf.to_yaml(OmegaConf.create(config))
-    if record.exists() and not cfg.trainer.resume:
-        print(f"trainer.resume=false: previous record moved to {record.archive()}")
-    if record.exists() and record.config_path.is_file():
-        previous = OmegaConf.to_container(OmegaConf.load(record.config_path))
-        if comparable(previous) != comparable(config):
-            raise ConfigError(
-                f"run dir {run_dir} holds a run with a different config; pass "
-                f"trainer.resume=false to archive it and start fresh, or choose another name=")
-    if record.state == "ok":
-        print(f"run already complete: {run_dir} (trainer.resume=false starts it afresh)")
-        return summarize(read_metrics(record.metrics_path))
-
-    resumed_epoch = 0
-    if record.last_checkpoint.is_file():
-        resumed_epoch = torch.load(record.last_checkpoint, weights_only=True)["epoch"]
-    record.start(config_yaml, resumed_epoch)
-    sink = None
+def reject_bad_values(cfg: DictConfig, run_dir: Path) -> None:
+    """``config.check_values`` on the composed config; a bad value is recorded ``failed`` in a
+    run dir that holds no record yet (a sweep's summary shows why), then raised."""
     try:
-        validate(cfg)
-        data = load_dataset(cfg.dataset)
-        validate(cfg, num_classes=data.num_classes)
-        ood_name = cfg.metrics.ood.dataset
-        ood = load_ood(ood_name, cfg.dataset, data.input_shape) if ood_name else None
-        set_threads(cfg.trainer.num_threads)
-        seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
-        device = select_device(cfg.trainer.device)
-        if cfg.optimizer.lr == "auto":
-            cfg = resolve_auto_lr(cfg, data, device, record)
-        model = build_model(cfg, data.input_shape, data.num_classes).to(device)
-        if cfg.logger.name == "wandb":
-            sink = WandbSink.start(
-                run_dir, cfg.logger.mode, cfg.logger.project, cfg.logger.entity,
-                cfg.logger.group or group or run_dir.name, job_type=cfg.head.name,
-                tags=[cfg.dataset.name, cfg.model.name, *cfg.logger.tags], config=config,
-                init_timeout=cfg.logger.init_timeout)
-        if resumed_epoch:
-            print(f"resuming {run_dir} from epoch {resumed_epoch}")
-        fit(cfg, data, model, record, device, sink, ood)
-        events = read_metrics(record.metrics_path)
-        if cfg.model.activation == "relu_alpha":
-            from latentgeo.analysis.plots import plot_alpha_trajectories
-
-            trajectories = alpha_trajectories(events)
-            atomic_write_json(run_dir / "alpha.json", trajectories)
-            plot_alpha_trajectories(trajectories, run_dir / "alpha.png")
-        summary = summarize(events)
-        record.finish_ok(summary)
-    except BaseException as error:
-        reason = f"{type(error).__name__}: {error}"
-        # submitit requeues a timed-out or preempted job by raising SystemExit: that run is
-        # not failed, it resumes from last.pt when the job starts again
-        record.fail(reason, "interrupted" if isinstance(error, SystemExit) else "failed")
-        if sink is not None:
-            sink.finish(exit_code=1)
+        check_values(to_typed(cfg))
+    except ConfigError as error:
+        run = RunDir(run_dir)
+        if not run.exists():
+            run.fail(f"ConfigError: {error}")
         raise
-    if sink is not None:
-        sink.run.summary.update({k: v for k, v in summary.items() if v is not None})
-        sink.finish(exit_code=0)
-    print(f"run ok: {run_dir}  test accuracy {summary.get('test/accuracy', float('nan')):.4f}")
-    return summary
 
 
 @hydra.main(version_base=None, config_path="pkg://latentgeo.conf", config_name="train")
@@ -173,15 +53,80 @@ def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     group = Path(hydra_cfg.sweep.dir).name if multirun else None
+    run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
-        summary = train(cfg, Path(hydra_cfg.runtime.output_dir), group)
-    except (ConfigError, DatasetUnavailable) as error:
+        reject_bad_values(cfg, run_dir)  # before torch is imported
+        summary = train(cfg, run_dir, group, list(hydra_cfg.overrides.task))
+    except (ConfigError, DatasetUnavailable, RunDamaged, LockHeld) as error:
         if multirun:
             raise  # the launcher records the failure and finishes the other jobs
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except Interrupted as error:
+        sys.exit(error.exit_code)
     return summary.get("test/accuracy")
 
 
-if __name__ == "__main__":
+def check_config_dirs(argv: list[str]) -> None:
+    """Exit 2 with one line per broken YAML file of a ``--config-dir`` (Hydra would print a
+    long PyYAML traceback for it)."""
+    dirs = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("--config-dir", "-cd")]
+    dirs += [a.split("=", 1)[1] for a in argv if a.startswith("--config-dir=")]
+    problems = []
+    for directory in dirs:
+        for path in sorted(Path(directory).rglob("*.yaml")):
+            try:
+                for _ in yaml.parse(path.read_text()):  # syntax only
+                    pass
+            except yaml.YAMLError as error:
+                mark = getattr(error, "problem_mark", None)
+                where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+                problems.append(f"error: {path}{where}: {getattr(error, 'problem', error)}")
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        sys.exit(2)
+
+
+def config_groups() -> dict[str, list[str]]:
+    """``conf/``'s groups and their options, read from the package's files (Hydra's own
+    ``--help`` deep-copies its config repository once per group: seconds)."""
+    root = importlib.resources.files("latentgeo.conf")
+    groups: dict[str, list[str]] = {}
+
+    def walk(node, prefix: str) -> None:
+        for child in sorted(node.iterdir(), key=lambda c: c.name):
+            if child.is_dir() and not child.name.startswith("__"):
+                options = sorted(c.name[:-5] for c in child.iterdir() if c.name.endswith(".yaml"))
+                if options:
+                    groups[prefix + child.name] = options
+                walk(child, prefix + child.name + "/")
+
+    walk(root, "")
+    return groups
+
+
+def app_help() -> str:
+    lines = ["python -m latentgeo.train (or latentgeo-train): train an image classifier and "
+             "measure its latent geometry.",
+             "usage: python -m latentgeo.train [GROUP=OPTION ...] [KEY=VALUE ...] [-m] "
+             "[--cfg job] [--hydra-help] [--shell-completion install=bash]",
+             "", "== Config groups (conf/) =="]
+    lines += [f"{group}: {', '.join(options)}" for group, options in config_groups().items()]
+    lines += ["", "--cfg job shows the composed config (with your overrides); every key is in "
+              "latentgeo/config.py; -m runs a sweep (comma-separated values); --hydra-help "
+              "lists Hydra's own flags. README.md has the rest."]
+    return "\n".join(lines)
+
+
+def cli() -> None:
+    """The console script ``latentgeo-train`` and ``python -m latentgeo.train``."""
+    argv = sys.argv[1:]
+    if "--help" in argv or "-h" in argv:
+        print(app_help())
+        return
+    check_config_dirs(argv)
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -45,3 +45,20 @@ def run_cli(args: list[str], cwd: Path | None = None, env: dict | None = None,
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "latentgeo.train", *args], cwd=cwd or REPO,
                           env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def wandb_records(run_dir: Path, offline_dir: Path | None = None) -> list[dict]:
+    """Every record of a run's offline wandb log (the only one, or ``offline_dir``'s), read
+    back with ``wandb leet inspect``."""
+    import json
+
+    pattern = "run-*.wandb" if offline_dir else "offline-run-*/run-*.wandb"
+    (log,) = Path(offline_dir or Path(run_dir) / "wandb").glob(pattern)
+    inspect = subprocess.run([str(Path(sys.executable).parent / "wandb"), "leet", "inspect",
+                              "--json", str(log)], capture_output=True, text=True, timeout=60)
+    return [json.loads(line) for line in inspect.stdout.splitlines() if line.startswith("{")]
+
+
+def wandb_history(run_dir: Path) -> list[dict]:
+    """The history rows of a run's offline wandb log."""
+    return [r["history"]["item"] for r in wandb_records(run_dir) if r.get("type") == "history"]

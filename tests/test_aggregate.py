@@ -88,8 +88,8 @@ def test_runs_are_listed_in_job_order_with_their_state(sweep: Path) -> None:
     states = {r.name: (r.state, r.reason) for r in runs}
     assert states["12"] == ("failed", "loss is NaN at epoch 3")
     assert states["13"][0] == "running"
-    assert runs[5].lr == 4e-4 and runs[5].seed == 1
-    assert runs[0].config["model.widths"] == [64, 32]
+    assert agg.lr_of(runs[5]) == 4e-4 and agg.seed_of(runs[5]) == 1
+    assert runs[0].flat_config()["model.widths"] == [64, 32]
 
 
 def test_variant_keys_exclude_lr_seed_bookkeeping_and_aliases(sweep: Path) -> None:
@@ -256,8 +256,8 @@ def test_wandb_logging_is_guarded(sweep: Path) -> None:
     runs = agg.load_runs(sweep)
     assert agg.wandb_settings(runs, sweep) is None  # the runs logged offline
     for run in runs:
-        run.config["logger.mode"] = "online"
-        run.config["logger.group"] = None
+        run.flat_config()["logger.mode"] = "online"
+        run.flat_config()["logger.group"] = None
     settings = agg.wandb_settings(runs, sweep)
     assert settings == {"project": "latentgeo", "entity": None, "group": "sweep"}
     result = agg.aggregate(runs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from latentgeo.config import ConfigError, DatasetUnavailable
 from latentgeo.records import read_json, read_metrics
-from tests.conftest import REPO, TINY, run_cli
+from latentgeo.train import train
+from tests.conftest import REPO, TINY, compose_cfg, run_cli
 
 BAD_CONFIGS = [
     (["model=no_such_model"], "model/no_such_model"),
@@ -37,14 +40,31 @@ def states(outputs: Path) -> list[str]:
 
 @pytest.mark.parametrize("overrides,message", BAD_CONFIGS,
                          ids=[" ".join(o) for o, _ in BAD_CONFIGS])
-def test_bad_config_exits_nonzero_with_a_clear_message(overrides, message, tmp_path):
+def test_bad_config_is_refused_with_a_clear_message(overrides, message, tmp_path):
+    """In-process: composition refuses what the schema cannot hold; ``train`` refuses bad
+    values before training, recorded failed (never ok)."""
+    try:
+        cfg = compose_cfg([*TINY, *overrides])
+    except Exception as error:  # noqa: BLE001 - Hydra's and OmegaConf's composition errors
+        chain, cause = [], error
+        while cause is not None:
+            chain.append(str(cause))
+            cause = cause.__cause__
+        assert message in "\n".join(chain)
+        return
+    with pytest.raises((ConfigError, DatasetUnavailable), match=re.escape(message)):
+        train(cfg, tmp_path / "run")
+    assert states(tmp_path) == ["failed"]
+    assert message in read_json(tmp_path / "run" / "status.json")["reason"]
+
+
+def test_a_bad_value_exits_2_from_the_command_line(tmp_path):
     outputs = tmp_path / "out"
-    result = run_cli([*TINY, *overrides], env={"LATENTGEO_OUTPUT": str(outputs)})
-    assert result.returncode != 0
-    assert message in result.stderr + result.stdout
-    assert "ok" not in states(outputs)  # failed before training, never marked ok
-    if "is not allowed" in message or "looked in" in message:
-        assert states(outputs) == ["failed"]
+    result = run_cli([*TINY, "optimizer.lr=0"], env={"LATENTGEO_OUTPUT": str(outputs)})
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("error: optimizer.lr=0 is not allowed: a finite number "
+                                     "> 0, or auto")
+    assert states(outputs) == ["failed"]
 
 
 def comparable_events(run_dir: Path) -> list[dict]:

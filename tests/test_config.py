@@ -7,8 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from latentgeo.config import ConfigError, validate
-from latentgeo.data import DATASETS
+from latentgeo import families
+from latentgeo.build import resolve_device, validate
+from latentgeo.config import ConfigError, to_typed
+from latentgeo.data import DATASETS, load_dataset
+from latentgeo.loop import build_optimizer, lr_factor
 from latentgeo.models import MODELS, build_model
 from tests.conftest import compose_cfg
 
@@ -39,25 +42,124 @@ def test_every_model_option_composes_and_runs_forward(model):
     assert logits.shape == (2, 10) and x_pen.shape == (2, 6)
 
 
-@pytest.mark.parametrize("group", ["head", "dataset", "optimizer", "schedule", "metrics",
-                                   "logger", "trainer", "experiment"])
-def test_every_option_of_every_group_composes_and_validates(group):
-    for option in options(group):
-        cfg = compose_cfg([f"{group}={option}"])
-        validate(cfg)
-        if group in ("head", "dataset", "optimizer", "schedule", "logger"):
-            assert cfg[group].name == option or group == "dataset" and cfg.dataset.name == option
+OFFLINE_DATA = ("digits", "synthetic", "szt_synthetic")
+# when each metrics option runs each family, at the last epoch (data families) — the yaml's
+# `when`s seen through the registry
+DUE_AT_LAST = {
+    "none": {"accuracy", "alpha"},
+    "default": {"accuracy", "collapse", "binarity", "same_encoding", "mahalanobis",
+                "perturbation", "ood", "hyperplanes", "alpha"},
+    "binenc": {"accuracy", "collapse", "binarity", "same_encoding", "mahalanobis",
+               "perturbation", "ood", "alpha", "penultimate"},
+    "all": {"accuracy", "collapse", "binarity", "same_encoding", "mahalanobis", "perturbation",
+            "ood", "nc1", "hyperplanes", "alpha", "penultimate"},
+}
 
 
-@pytest.mark.parametrize("option", ["adamw", "adam", "sgd"])
-def test_every_optimizer_builds(option):
-    from latentgeo.engine import build_optimizer
+def built_model(cfg) -> torch.nn.Module:
+    channels = cfg.dataset.channels if cfg.dataset.name in OFFLINE_DATA else 3
+    shape = (channels, 32, 32)
+    net = build_model(to_typed(cfg), shape, 10).eval()
+    logits, _ = net(torch.randn(2, *shape))
+    assert logits.shape == (2, 10)
+    return net
 
-    cfg = compose_cfg([f"optimizer={option}", "model=mlp", "model.widths=[8]"])
-    model = build_model(cfg, (1, 4, 4), 3)
-    optimizer = build_optimizer(cfg, model)
+
+@pytest.mark.parametrize("option", options("head"))
+def test_every_head_composes_and_builds(option):
+    cfg = compose_cfg([f"head={option}", "model=mlp", "model.widths=[8]"])
+    validate(cfg)
+    net = built_model(cfg)
+    assert cfg.head.name == option == net.head.name
+    _, x_pen = net(torch.randn(3, 3, 32, 32))
+    assert x_pen.shape == (3, 8 if option == "no_pen" else cfg.head.penultimate_nodes)
+
+
+@pytest.mark.parametrize("option", options("dataset"))
+def test_every_dataset_composes_and_the_offline_ones_load(option):
+    cfg = compose_cfg([f"dataset={option}", "dataset.train_size=64", "dataset.test_size=32"])
+    validate(cfg)
+    assert cfg.dataset.name == option
+    if option in OFFLINE_DATA:
+        data = load_dataset(cfg.dataset)
+        assert data.name == option and len(data.test) > 0
+        assert int(data.train.y.max()) < data.num_classes <= 10
+        assert data.train.x.dtype == torch.uint8 and data.train.x.shape[1] == data.mean.numel()
+
+
+@pytest.mark.parametrize("option", options("optimizer"))
+def test_every_optimizer_composes_and_builds_with_its_settings(option):
+    cfg = to_typed(compose_cfg([f"optimizer={option}", "model=mlp", "model.widths=[8]"]))
+    optimizer = build_optimizer(cfg.optimizer, built_model(cfg))
     assert type(optimizer).__name__.lower() == option
+    assert [g["name"] for g in optimizer.param_groups] == ["body", "output"]
+    assert optimizer.defaults["weight_decay"] == cfg.optimizer.weight_decay
     assert optimizer.defaults["lr"] == cfg.optimizer.lr
+
+
+@pytest.mark.parametrize("option", options("schedule"))
+def test_every_schedule_composes_and_starts_at_the_base_lr(option):
+    cfg = to_typed(compose_cfg([f"schedule={option}"]))
+    assert cfg.schedule.name == option
+    assert lr_factor(1, cfg.schedule, cfg.trainer.epochs) == 1.0
+    assert 0 <= lr_factor(cfg.trainer.epochs, cfg.schedule, cfg.trainer.epochs) <= 1.0
+
+
+@pytest.mark.parametrize("option", options("metrics"))
+def test_every_metrics_option_schedules_the_families_it_says(option):
+    cfg = to_typed(compose_cfg([f"metrics={option}", "metrics.ood.dataset=digits"]))
+    validate(cfg)
+    last = {f.name for f in families.due(cfg, cfg.trainer.epochs, last=True)}
+    assert last == DUE_AT_LAST[option]
+    init = {f.name for f in families.due(cfg, 0, last=False)}
+    assert init == ({"hyperplanes"} if "hyperplanes" in last else set())
+
+
+@pytest.mark.parametrize("option", options("logger") + options("trainer"))
+def test_every_logger_and_trainer_option_composes(option):
+    group = "logger" if option in options("logger") else "trainer"
+    cfg = to_typed(compose_cfg([f"{group}={option}"]))
+    validate(cfg)
+    if group == "logger":
+        assert cfg.logger.name == option
+    elif cfg.trainer.device == "cuda" and not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="trainer.device='cuda'.*CUDA is not available"):
+            resolve_device(cfg.trainer.device)
+    else:
+        assert resolve_device(cfg.trainer.device).type in ("cpu", "cuda")
+
+
+@pytest.mark.parametrize("option", options("experiment"))
+def test_every_experiment_composes_validates_and_builds(option):
+    cfg = compose_cfg([f"experiment={option}"])
+    validate(cfg)
+    built_model(cfg)
+
+
+@pytest.mark.parametrize("option", options("corruption"))
+def test_every_corruption_sets_what_its_name_says_and_applies(option):
+    data_args = ["dataset=synthetic", "dataset.train_size=400", "dataset.test_size=50"]
+    cfg = compose_cfg([f"+corruption={option}", *data_args])
+    clean = load_dataset(compose_cfg(data_args).dataset)
+    data = load_dataset(cfg.dataset)
+    changed = (data.train.y != clean.train.y).double().mean().item()
+    if option.startswith("label_noise_"):
+        noise = int(option.rsplit("_", 1)[1]) / 100
+        assert cfg.dataset.label_noise == noise and abs(changed - noise) < 0.08
+    else:
+        assert changed == 0 and cfg.dataset.pixel_shuffle == (option == "pixel_shuffle")
+        assert torch.equal(data.train.x, clean.train.x) == (option == "none")
+
+
+@pytest.mark.parametrize("option", options("variant"))
+def test_every_variant_is_the_head_its_name_says(option):
+    cfg = compose_cfg([f"+variant={option}", "model=mlp", "model.widths=[8]"])
+    validate(cfg)
+    head = cfg.head
+    assert option.startswith(head.name)
+    assert head.dropout_penultimate == option.endswith("_dropout")
+    assert (head.penultimate_nodes == 512) == option.endswith("_p512")
+    built_model(cfg)
 
 
 def test_validation_names_key_value_and_allowed():
@@ -66,7 +168,7 @@ def test_validation_names_key_value_and_allowed():
         validate(cfg, num_classes=10)
     validate(cfg, num_classes=8)  # 2^3 >= 8 is fine
     cfg = compose_cfg(["metrics.perturbation.when=sometimes"])
-    with pytest.raises(ConfigError, match=r"metrics.perturbation.when='sometimes'.*'last'"):
+    with pytest.raises(ConfigError, match=r"metrics.perturbation.when='sometimes'.*every:N, last"):
         validate(cfg)
     cfg = compose_cfg(["dataset.label_noise=1.5"])
     with pytest.raises(ConfigError, match=r"dataset.label_noise=1.5.*\[0, 1\]"):

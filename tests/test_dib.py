@@ -12,11 +12,11 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from latentgeo.analysis import dib
+from latentgeo.build import load_run, run_config
 from latentgeo.data.datasets import Split
-from latentgeo.data.loader import TensorLoader
 from latentgeo.metrics.dib import dib_labels
 from latentgeo.models.base import Backbone, Classifier, Head
-from latentgeo.records import atomic_write_json, read_metrics
+from latentgeo.records import RunDir, atomic_write_json, read_metrics
 from latentgeo.train import train
 from tests.conftest import TINY, compose_cfg
 
@@ -62,16 +62,18 @@ def probe_model(batch_norm: bool = False) -> Classifier:
     return Classifier(backbone, Head("no_pen", 16, CLASSES, penultimate_nodes=2))
 
 
-def probe_loader() -> TensorLoader:
-    images, labels = class_pixel_data()
-    return TensorLoader(Split(images, labels), torch.zeros(1), torch.ones(1), batch_size=1000,
-                        device=torch.device("cpu"))
+def probe_split() -> Split:
+    return Split(*class_pixel_data())
+
+
+NO_NORMALISATION = (torch.zeros(1), torch.ones(1))  # mean 0, std 1: the images as they are
+CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
 def probe_values() -> dict[str, float]:
-    return dib.dib_metrics(probe_model(), {"train": probe_loader()}, CLASSES, ADAM,
-                           ["onehot", "const"], epochs=30, seed=0, batch_size=32)
+    return dib.dib_metrics(probe_model(), {"train": probe_split()}, *NO_NORMALISATION,
+                           CLASSES, ADAM, ["onehot", "const"], epochs=30, seed=0, batch_size=32)
 
 
 def test_vsufficiency_is_label_entropy_for_a_one_hot_block_and_zero_for_a_constant(
@@ -107,13 +109,14 @@ def test_vminimality_uses_empirical_digit_entropies(probe_values):
 
 
 def test_cached_and_recomputed_encoder_outputs_give_the_same_values():
-    model, loader = probe_model(batch_norm=True), probe_loader()
-    features = dib.EncodedSplit(dib.FrozenEncoder(model.backbone), 1, loader)
+    model, split = probe_model(batch_norm=True), probe_split()
+    encoder = dib.FrozenEncoder(model.backbone)
+    features = dib.EncodedSplit(encoder, 1, split, *NO_NORMALISATION, CPU, 1000)
     assert features.cached and features.bytes_needed == sum(COUNTS) * CLASSES * 4
-    assert not dib.EncodedSplit(dib.FrozenEncoder(model.backbone), 1, loader, 0).cached
+    assert not dib.EncodedSplit(encoder, 1, split, *NO_NORMALISATION, CPU, 1000, 0).cached
     kwargs = dict(blocks=["stem", "onehot"], epochs=3, seed=1, batch_size=32)
-    cached = dib.dib_metrics(model, {"train": loader}, CLASSES, ADAM, **kwargs)
-    recomputed = dib.dib_metrics(model, {"train": loader}, CLASSES, ADAM,
+    cached = dib.dib_metrics(model, {"train": split}, *NO_NORMALISATION, CLASSES, ADAM, **kwargs)
+    recomputed = dib.dib_metrics(model, {"train": split}, *NO_NORMALISATION, CLASSES, ADAM,
                                  max_cache_bytes=0, **kwargs)
     assert cached.keys() == recomputed.keys()
     for key in cached:
@@ -128,7 +131,8 @@ def test_frozen_encoder_runs_in_eval_mode_with_unchanged_weights(max_cache_bytes
     # deep copies keep forward hooks: every call of the encoder copy's BN is recorded
     batch_norm.register_forward_hook(lambda m, _i, _o: seen.append(
         (m.training, m.running_mean.clone(), m.running_var.clone(), m.weight.detach().clone())))
-    dib.dib_metrics(model, {"train": probe_loader()}, CLASSES, ADAM, ["onehot"], epochs=2,
+    dib.dib_metrics(model, {"train": probe_split()}, *NO_NORMALISATION,
+                    CLASSES, ADAM, ["onehot"], epochs=2,
                     seed=0, batch_size=32, max_cache_bytes=max_cache_bytes)
     # cached: one pass (+ the shape probe); recomputed: every step of 2 decoder sets × 2 epochs
     assert len(seen) == (1 + 1 if max_cache_bytes else 1 + 2 * 2 * 7)
@@ -148,7 +152,8 @@ def test_the_measured_model_is_left_untouched():
     model.train()
     before = copy.deepcopy(model.state_dict())
     rng = torch.get_rng_state()
-    dib.dib_metrics(model, {"train": probe_loader()}, CLASSES, ADAM, None, epochs=1, seed=0,
+    dib.dib_metrics(model, {"train": probe_split()}, *NO_NORMALISATION,
+                    CLASSES, ADAM, None, epochs=1, seed=0,
                     batch_size=64)
     assert model.training and all(m.training for m in model.modules())
     after = model.state_dict()
@@ -176,16 +181,17 @@ def test_decoders_are_reset_and_hold_no_encoder_part():
     assert dib.dib_block_names(model) == ["stem", "onehot", "const", "mix"]
     assert dib.static_blocks(model) == ["stem"]  # Flatten stem: b = 0 never changes
     with pytest.raises(ValueError, match=r"\['layer9'\] not among the DIB blocks"):
-        dib.dib_metrics(model, {"train": probe_loader()}, CLASSES, ADAM, ["layer9"], 1, 0)
+        dib.dib_metrics(model, {"train": probe_split()}, *NO_NORMALISATION,
+                    CLASSES, ADAM, ["layer9"], 1, 0)
 
 
 def test_auto_lr_runs_read_the_suggestion_from_lr_find_json(tmp_path):
-    cfg = OmegaConf.create({"optimizer": {"name": "sgd", "lr": "auto", "weight_decay": 0.0}})
+    tree = OmegaConf.to_container(compose_cfg(TINY + ["optimizer=sgd", "optimizer.lr=auto"]))
     atomic_write_json(tmp_path / "lr_find.json", {"suggestion": 0.0123})
-    assert dib.run_optimizer_cfg(cfg, tmp_path).lr == 0.0123
-    assert cfg.optimizer.lr == "auto"
+    assert run_config(RunDir(tmp_path), tree).optimizer.lr == 0.0123
+    assert tree["optimizer"]["lr"] == "auto"
     with pytest.raises(FileNotFoundError, match="lr_find.json"):
-        dib.run_optimizer_cfg(cfg, tmp_path / "elsewhere")
+        run_config(RunDir(tmp_path / "elsewhere"), tree)
 
 
 def test_cli_appends_dib_keys_of_a_real_tiny_run(tmp_path, capsys):
@@ -194,7 +200,7 @@ def test_cli_appends_dib_keys_of_a_real_tiny_run(tmp_path, capsys):
                               "trainer.snapshot_epochs=[1]"]), run_dir)
     events = read_metrics(run_dir / "metrics.jsonl")
     assert dib.main([str(run_dir), "--epoch", "1", "--blocks", "layer3", "layer4",
-                     "--epochs", "2"]) == 0
+                     "--epochs", "2", "--minimality-epochs", "2"]) == 0
     event = read_metrics(run_dir / "metrics.jsonl")[-1]
     assert len(read_metrics(run_dir / "metrics.jsonl")) == len(events) + 1
     assert event["epoch"] == 1 and event["step"] == 512 // 32
@@ -203,18 +209,19 @@ def test_cli_appends_dib_keys_of_a_real_tiny_run(tmp_path, capsys):
     assert keys <= event.keys()
     # the CLI rebuilt model, data and loaders as training did: same test accuracy at epoch 1,
     # and the same values as dib_metrics on that rebuilt run
-    run = dib.load_checkpointed_run(run_dir, 1)
+    run = load_run(run_dir, 1)
     assert dib.static_blocks(run.model) == []  # the ResNet stem is trained
     logits = torch.cat([run.model.eval()(x)[0] for x, _ in run.loaders.eval["test"].epoch()])
-    accuracy = (logits.argmax(1) == run.loaders.eval["test"].y).double().mean().item()
+    accuracy = (logits.argmax(1) == run.data.test.y).double().mean().item()
     assert accuracy == pytest.approx(events[0]["test/accuracy"], abs=1e-12)
-    direct = dib.dib_metrics(run.model, {s: run.loaders.eval[s] for s in ("train", "test")}, 4,
-                             run.cfg.optimizer, ["layer4"], 2, run.cfg.trainer.seed,
-                             batch_size=32)
+    direct = dib.dib_metrics(run.model, {s: getattr(run.data, s) for s in ("train", "test")},
+                             run.data.mean, run.data.std, 4, run.cfg.optimizer, ["layer4"], 2,
+                             run.cfg.trainer.seed, batch_size=32,
+                             chunk_size=run.cfg.trainer.eval_batch_size)
     for key, value in direct.items():
         assert event[key] == pytest.approx(value, abs=1e-6), key
     for split in ("train", "test"):
-        h_y = entropy_bits(run.loaders.eval[split].y)
+        h_y = entropy_bits(getattr(run.data, split).y)
         for block in ("layer3", "layer4"):
             assert event[f"dib/vsuff/{block}/{split}"] <= h_y  # CE ≥ 0
     out = capsys.readouterr().out

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from latentgeo.engine import gamma_at, loss_terms, lr_factor
+from latentgeo.loop import gamma_at, loss_terms, lr_factor
 from latentgeo.models import HEADS, build_model
 from latentgeo.records import read_json, read_metrics
 from latentgeo.train import train
@@ -83,7 +83,7 @@ def test_every_head_trains_end_to_end(head, tmp_path):
 
 
 def test_non_finite_loss_stops_the_run_and_records_it_failed(tmp_path, monkeypatch):
-    import latentgeo.engine as engine
+    import latentgeo.loop as engine
 
     real = engine.loss_terms
     monkeypatch.setattr(engine, "loss_terms",
@@ -94,3 +94,38 @@ def test_non_finite_loss_stops_the_run_and_records_it_failed(tmp_path, monkeypat
     status = read_json(tmp_path / "status.json")
     assert status["state"] == "failed" and "non-finite" in status["reason"]
     assert not (tmp_path / "summary.json").exists()
+
+
+def test_set_learning_rate_number_by_number():
+    """cosine ends at min_lr; BE's step schedule keeps the output group at the base LR."""
+    from types import SimpleNamespace
+
+    from latentgeo.config import ScheduleConfig
+    from latentgeo.loop import set_learning_rate
+
+    params = [torch.nn.Parameter(torch.zeros(1)) for _ in range(3)]
+    optimizer = torch.optim.SGD([{"params": [params[0]], "name": "body"},
+                                 {"params": [params[1]], "name": "output"},
+                                 {"params": [params[2]], "name": "alpha"}], lr=1.0)
+    lrs = lambda: [g["lr"] for g in optimizer.param_groups]  # noqa: E731
+    cosine = ScheduleConfig(name="cosine", min_lr=1e-4)
+    # epoch 3 of 4: factor cos(pi/2)/2 + 1/2 = 0.5 -> 1e-4 + (1e-2 - 1e-4) * 0.5
+    factor = lr_factor(3, cosine, 4)
+    assert factor == pytest.approx(0.5)
+    assert set_learning_rate(optimizer, 1e-2, factor, cosine) == pytest.approx(0.00505)
+    assert lrs() == pytest.approx([0.00505] * 3)
+    assert set_learning_rate(optimizer, 1e-2, lr_factor(1, cosine, 4), cosine) == 1e-2
+    # the last epoch of a long run approaches min_lr, never below it
+    assert set_learning_rate(optimizer, 1e-2, lr_factor(1000, cosine, 1000), cosine) == \
+        pytest.approx(1e-4, rel=1e-3)
+    step = ScheduleConfig(name="step", step_size=2, factor=0.5, start_epoch=3,
+                          keep_output_lr=True)
+    # BE: stepped after each epoch > start_epoch: epoch 8 has had 4 steps -> 0.5^2
+    assert [lr_factor(e, step, 10) for e in (1, 4, 5, 6, 7, 8)] == [1, 1, 1, 0.5, 0.5, 0.25]
+    assert set_learning_rate(optimizer, 4e-3, lr_factor(8, step, 10), step) == 1e-3
+    assert lrs() == [1e-3, 4e-3, 1e-3]  # output kept at the base LR, alpha follows the body
+    no_keep = ScheduleConfig(name="step", step_size=2, factor=0.5, start_epoch=3)
+    set_learning_rate(optimizer, 4e-3, lr_factor(8, no_keep, 10), no_keep)
+    assert lrs() == [1e-3, 1e-3, 1e-3]
+    constant = SimpleNamespace(name="constant", keep_output_lr=False, min_lr=0.0)
+    assert set_learning_rate(optimizer, 3e-4, lr_factor(9, constant, 10), constant) == 3e-4

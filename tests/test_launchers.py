@@ -27,7 +27,7 @@ from omegaconf import OmegaConf, open_dict, read_write
 
 import latentgeo.train
 from latentgeo import aggregate
-from latentgeo.config import validate
+from latentgeo.build import validate
 from latentgeo.models import build_model
 from latentgeo.records import read_json, read_metrics
 from latentgeo.sweep_callback import expected_job_count, format_summary, job_states
@@ -222,7 +222,7 @@ class _FrozenClock:
 
 
 def test_two_sweeps_started_in_the_same_second_get_different_dirs(monkeypatch):
-    monkeypatch.setattr(latentgeo.train, "datetime", _FrozenClock)
+    monkeypatch.setattr(latentgeo.config, "datetime", _FrozenClock)
     dirs = []
     for _ in range(2):  # two driver processes: neither inherits an id
         monkeypatch.delenv("LATENTGEO_SWEEP_ID", raising=False)
@@ -344,18 +344,18 @@ def test_each_binenc_preset_runs_at_toy_scale(preset, tmp_path):
     assert len(jobs) == 2 * len(variants)  # two LRs, one seed
     runs = aggregate.load_runs(sweep_dir)
     assert [r.state for r in runs] == ["ok"] * len(jobs)
-    assert {r.config["dataset.name"] for r in runs} == {"synthetic"}
-    heads = {run.name: (run.config["head.name"], run.config["head.dropout_penultimate"])
-             for run in runs}
+    assert {r.flat_config()["dataset.name"] for r in runs} == {"synthetic"}
+    heads = {run.name: (run.flat_config()["head.name"],
+                        run.flat_config()["head.dropout_penultimate"]) for run in runs}
     for job, run in zip(jobs, runs):  # job n ran job n's variant at toy scale
         head, _, dropout = BE_VARIANTS[job_value(job, "variant")]
-        assert heads[run.name] == (head, dropout) and run.summary["epochs"] == 2
+        assert heads[run.name] == (head, dropout) and run.summary()["epochs"] == 2
     result = aggregate.aggregate(runs, sweep_dir=sweep_dir)
     assert len(result.variants) == len(variants)
     for variant in result.variants:  # the better of the two LRs by final test accuracy
         (chosen,) = variant.selected
         best = max(variant.runs, key=lambda name: (
-            next(r for r in runs if r.name == name).summary["test/accuracy"], -int(name)))
+            next(r for r in runs if r.name == name).summary()["test/accuracy"], -int(name)))
         assert chosen.run == best
 
 
@@ -552,12 +552,12 @@ def test_each_study_preset_runs_at_toy_scale(preset, tmp_path):
     runs = aggregate.load_runs(only_sweep_dir(outputs))
     assert [r.state for r in runs] == ["ok"] * len(jobs)
     for run in runs:
-        events = read_metrics(run.run_dir / "metrics.jsonl")
+        events = read_metrics(run.dir / "metrics.jsonl")
         last = {k: v for e in events if e["epoch"] == events[-1]["epoch"] for k, v in e.items()}
         if preset == "hyperplanes":  # projections every epoch, re-init at the end
-            assert "hyperplanes/net/mean" in last and (run.run_dir / "reinit.json").is_file()
+            assert "hyperplanes/net/mean" in last and (run.dir / "reinit.json").is_file()
         elif preset == "relu_alpha":
-            assert (run.run_dir / "alpha.json").is_file()
+            assert (run.dir / "alpha.json").is_file()
         else:  # per-block NC1 and DIB
             assert any(k.startswith("test/nc1/") for k in last)
             assert any(k.startswith("dib/vsuff/") for k in last)

@@ -13,8 +13,9 @@ from PIL import Image
 from torch import nn
 
 from latentgeo.analysis import linearize as lin
-from latentgeo.analysis.plots import plot_alpha_trajectories
+from latentgeo.build import load_run
 from latentgeo.config import TrainConfig
+from latentgeo.figures import plot_alpha_trajectories
 from latentgeo.models import build_model
 from latentgeo.models.relu_alpha import ReLUAlpha, relu_alpha_modules
 from latentgeo.train import train
@@ -131,10 +132,9 @@ def test_cli_on_a_tiny_relu_alpha_run(tmp_path, capsys):
     assert result["folded"] == SITES[:2] and result["threshold"] == 0.05
     assert result["alphas"][SITES[1]] == pytest.approx(0.03)
     # the same accuracies from a plain forward over the run's test split
-    from latentgeo.analysis.reinit import load_run
 
-    run = load_run(run_dir, "cpu")
-    x, y = (torch.cat(parts) for parts in zip(*run.test_batches()))
+    run = load_run(run_dir, "last", "cpu")
+    x, y = (torch.cat(parts) for parts in zip(*run.loaders.eval["test"].epoch()))
     assert result["accuracy_before"] == pytest.approx(accuracy_of(run.model, x, y), abs=1e-12)
     folded = hand_fold(run.model, SITES[:2])
     assert result["accuracy_after"] == pytest.approx(accuracy_of(folded, x, y), abs=1e-12)

@@ -15,7 +15,7 @@ from latentgeo.data import Split, TensorLoader, load_synthetic
 from latentgeo.data.datasets import channel_stats
 from latentgeo.data.loader import PAD, normalize
 from latentgeo.data.torch_loader import TorchLoader
-from latentgeo.engine import build_optimizer, classifier_loss, train_epoch
+from latentgeo.loop import build_optimizer, classifier_loss, train_epoch
 from latentgeo.models import build_model
 from tests.conftest import TINY, compose_cfg
 
@@ -168,7 +168,7 @@ def tiny_trained():
     data = load_synthetic(16, 3, 10, 512, 256, seed=0)
     torch.manual_seed(0)
     model = build_model(cfg, data.input_shape, data.num_classes)
-    optimizer = build_optimizer(cfg, model)
+    optimizer = build_optimizer(cfg.optimizer, model)
     train = TensorLoader(data.train, data.mean, data.std, 32, CPU, shuffle=True)
     for epoch in (1, 2):
         train_epoch(model, train, optimizer, epoch, classifier_loss(0.01))
@@ -207,7 +207,7 @@ def test_train_epoch_with_switches_follows_fp32(tiny_trained):
 
     def running_loss(memory_format=torch.contiguous_format, autocast_dtype=None) -> float:
         replica = copy.deepcopy(model).to(memory_format=memory_format)
-        optimizer = build_optimizer(cfg, replica)
+        optimizer = build_optimizer(cfg.optimizer, replica)
         loss_fn = classifier_loss(0.01)
 
         def converted(m, x, y):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from latentgeo.records import RunRecord, atomic_write_json, read_metrics, scrub_secrets, summarize
+from latentgeo.records import RunDir, atomic_write_json, read_metrics, scrub_secrets, summarize
 
 
 def test_summary_takes_last_values_best_accuracy_and_convergence():
@@ -38,22 +38,22 @@ def test_secrets_are_redacted():
 
 
 def test_resume_truncates_events_written_after_the_checkpoint(tmp_path):
-    record = RunRecord(tmp_path)
+    record = RunDir(tmp_path)
     record.start("a: 1\n")
     for epoch in (1, 2, 3):
         record.log({"epoch": epoch, "test/accuracy": 0.1 * epoch})
-    with open(record.metrics_path, "a") as f:
+    with open(record.artifact("metrics"), "a") as f:
         f.write('{"epoch": 4, "test/acc')  # torn line from a crash
-    assert [e["epoch"] for e in read_metrics(record.metrics_path)] == [1, 2, 3]
-    RunRecord(tmp_path).start("a: 1\n", resumed_epoch=2)
-    assert [e["epoch"] for e in read_metrics(record.metrics_path)] == [1, 2]
+    assert [e["epoch"] for e in read_metrics(record.artifact("metrics"))] == [1, 2, 3]
+    RunDir(tmp_path).start("a: 1\n", resumed_epoch=2)
+    assert [e["epoch"] for e in read_metrics(record.artifact("metrics"))] == [1, 2]
 
 
 def test_failed_run_is_recorded_failed_and_archive_keeps_the_old_record(tmp_path):
-    record = RunRecord(tmp_path)
+    record = RunDir(tmp_path)
     record.start("a: 1\n")
     record.fail("ValueError: boom")
-    status = json.loads(record.status_path.read_text())
+    status = json.loads(record.artifact("status").read_text())
     assert status["state"] == "failed" and status["reason"] == "ValueError: boom"
-    archived = RunRecord(tmp_path).archive()
-    assert (archived / "status.json").is_file() and not record.status_path.exists()
+    archived = RunDir(tmp_path).archive()
+    assert (archived / "status.json").is_file() and not record.artifact("status").exists()

@@ -13,13 +13,14 @@ from PIL import Image
 from torch import nn
 
 from latentgeo.analysis import reinit
-from latentgeo.analysis.plots import (
+from latentgeo.build import load_run
+from latentgeo.figures import (
     axis_label,
     plot_reinit_heatmap,
     reinit_drop_matrix,
     relative_drop,
 )
-from latentgeo.engine import load_checkpoint
+from latentgeo.runtime import load_checkpoint
 from latentgeo.train import train
 from tests.conftest import TINY, compose_cfg
 
@@ -55,8 +56,8 @@ def naive_accuracy(model: nn.Module, batches) -> float:
 
 
 def test_default_sources_and_layers(run_dir, cli_result):
-    run = reinit.load_run(run_dir, "cpu")
-    assert run.epoch == 3 and run.state == "ok"
+    run = load_run(run_dir, "last", "cpu")
+    assert run.epoch == 3 and run.run.state == "ok"
     assert set(cli_result["sources"]) == {"init", "epoch_0001", "rand"}  # not epoch_0003
     convs = [name for name, m in run.model.named_modules() if isinstance(m, nn.Conv2d)]
     pointwise = [name for name, m in run.model.named_modules()
@@ -71,7 +72,7 @@ def test_default_sources_and_layers(run_dir, cli_result):
 
 
 def test_conv_plus_linear_adds_the_head(run_dir):
-    run = reinit.load_run(run_dir, "cpu")
+    run = load_run(run_dir, "last", "cpu")
     conv = reinit.reinit_layer_names(run.model, "conv")
     both = reinit.reinit_layer_names(run.model, "conv+linear")
     assert both == conv + ["head.penultimate.0", "head.output.0"]  # bin_enc head, module order
@@ -88,9 +89,9 @@ def test_own_weights_give_zero_drop(run_dir):
     assert result["top5"]["epoch_0003"] == [baseline["top5"]] * len(result["layers"])
     assert result["rand_seed"] is None
     # function level, from a copy of the model's own state_dict
-    run = reinit.load_run(run_dir, "cpu")
+    run = load_run(run_dir, "last", "cpu")
     own = {k: v.clone() for k, v in run.model.state_dict().items()}
-    out = reinit.reinit_robustness(run.model, run.test_batches, {"own": own},
+    out = reinit.reinit_robustness(run.model, run.loaders.eval["test"].epoch, {"own": own},
                                    reinit.reinit_layer_names(run.model), run.num_classes)
     assert set(out["sources"]["own"]) == {out["baseline"]["top1"]}
 
@@ -100,29 +101,30 @@ def test_init_drops_and_matches_a_naive_reinit(run_dir, cli_result):
     assert baseline > 0.5  # a trained model, far above chance (0.1)
     assert min(cli_result["sources"]["init"]) < baseline
     # recompute two cells by hand: copy the layer from init.pt into a fresh model, evaluate
-    run = reinit.load_run(run_dir, "cpu")
+    run = load_run(run_dir, "last", "cpu")
     init = load_checkpoint(run_dir / "checkpoints" / "init.pt", torch.device("cpu"))["model"]
     for column in (0, len(cli_result["layers"]) - 1):  # the stem conv (it has a bias) and last
         layer = cli_result["layers"][column]
-        model = reinit.load_run(run_dir, "cpu").model
+        model = load_run(run_dir, "last", "cpu").model
         state = model.state_dict()
         for key in (f"{layer}.weight", f"{layer}.bias"):
             if key in state:
                 state[key] = init[key]
         model.load_state_dict(state)
-        assert naive_accuracy(model, run.test_batches()) == cli_result["sources"]["init"][column]
+        accuracy = naive_accuracy(model, run.loaders.eval["test"].epoch())
+        assert accuracy == cli_result["sources"]["init"][column]
     assert "backbone.stem.0.bias" in init  # the first cell exercised the bias too
 
 
 def test_model_is_restored_exactly(run_dir):
-    run = reinit.load_run(run_dir, "cpu")
+    run = load_run(run_dir, "last", "cpu")
     model = run.model.train()  # mode must come back too; BN stats must not move in eval
     before = {k: v.clone() for k, v in model.state_dict().items()}
     parameters = [id(p) for p in model.parameters()]
-    sources, seed = reinit.gather_sources(run.cfg, run_dir / "checkpoints", run.input_shape,
+    sources, seed = reinit.gather_sources(run.cfg, run_dir / "checkpoints", run.data.input_shape,
                                           run.num_classes, run.device, rand=True)
     layers = reinit.reinit_layer_names(model, "conv+linear")
-    result = reinit.reinit_robustness(model, run.test_batches, sources, layers,
+    result = reinit.reinit_robustness(model, run.loaders.eval["test"].epoch, sources, layers,
                                       run.num_classes, seed)
     after = model.state_dict()
     assert before.keys() == after.keys()
@@ -135,7 +137,7 @@ def test_model_is_restored_exactly(run_dir):
 
 
 def test_restore_after_an_error(run_dir):
-    run = reinit.load_run(run_dir, "cpu")
+    run = load_run(run_dir, "last", "cpu")
     before = {k: v.clone() for k, v in run.model.state_dict().items()}
     layer = reinit.reinit_layer_names(run.model)[0]
     zeros = {k: torch.zeros_like(v) for k, v in before.items()}
@@ -147,19 +149,19 @@ def test_restore_after_an_error(run_dir):
 
 
 def test_rand_uses_another_seed_than_the_run(run_dir, cli_result):
-    run = reinit.load_run(run_dir, "cpu")
+    run = load_run(run_dir, "last", "cpu")
     assert run.cfg.trainer.seed == 0
     assert cli_result["rand_seed"] == reinit.default_rand_seed(0) != 0
     init = load_checkpoint(run_dir / "checkpoints" / "init.pt", torch.device("cpu"))["model"]
-    fresh = reinit.random_init_state(run.cfg, run.input_shape, run.num_classes,
+    fresh = reinit.random_init_state(run.cfg, run.data.input_shape, run.num_classes,
                                      cli_result["rand_seed"])
     for layer in cli_result["layers"]:
         assert not torch.equal(fresh[f"{layer}.weight"], init[f"{layer}.weight"]), layer
     # why the run's own seed is refused: it reproduces init.pt exactly
-    same = reinit.random_init_state(run.cfg, run.input_shape, run.num_classes, 0)
+    same = reinit.random_init_state(run.cfg, run.data.input_shape, run.num_classes, 0)
     assert all(torch.equal(same[k], init[k]) for k in init)
     rng = torch.get_rng_state()
-    reinit.random_init_state(run.cfg, run.input_shape, run.num_classes, 5)
+    reinit.random_init_state(run.cfg, run.data.input_shape, run.num_classes, 5)
     assert torch.equal(torch.get_rng_state(), rng)  # the global RNG is left alone
 
 

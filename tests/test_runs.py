@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-import latentgeo.engine as engine
+import latentgeo.loop as engine
 from latentgeo.records import read_json, read_metrics
 from latentgeo.train import train
 from tests.conftest import TINY, compose_cfg
@@ -43,7 +43,7 @@ def test_metric_families_are_logged_under_design_names(tmp_path):
 
 def test_hyperplanes_every_epoch_from_epoch_zero_and_distance_grows(tmp_path):
     cfg = compose_cfg(TINY + ["trainer.epochs=3", "metrics=none",
-                              "metrics.hyperplanes.enabled=true"])
+                              "metrics.hyperplanes.when=init+every:1"])
     train(cfg, tmp_path)
     events = events_of(tmp_path)
     assert [e["epoch"] for e in events] == [0, 1, 2, 3]
@@ -109,7 +109,7 @@ def test_relu_alpha_penalty_channel_logs_stats_and_excludes_alpha_from_weight_de
         assert last[site] < 1.0  # the L1 penalty pulled α below its ReLU start
     from latentgeo.models import build_model
 
-    optimizer = engine.build_optimizer(cfg, build_model(cfg, (3, 8, 8), 10))
+    optimizer = engine.build_optimizer(cfg.optimizer, build_model(cfg, (3, 8, 8), 10))
     (alpha_group,) = [g for g in optimizer.param_groups if g["name"] == "alpha"]
     assert alpha_group["weight_decay"] == 0.0 and len(alpha_group["params"]) == 3
 
@@ -135,7 +135,7 @@ def test_lr_auto_runs_the_range_test_and_trains_with_its_suggestion(tmp_path):
 
 def test_scheduled_dib_logs_vsufficiency_and_vminimality_per_block(tmp_path):
     cfg = compose_cfg(TINY + ["model=mlp", "model.width=null", "model.widths=[16,8]",
-                              "metrics=none", "metrics.dib.every=2", "metrics.dib.epochs=1",
+                              "metrics=none", "metrics.dib.when=every:2", "metrics.dib.epochs=1",
                               "metrics.dib.splits=[test]"])
     train(cfg, tmp_path)
     first, last = events_of(tmp_path)
@@ -147,7 +147,7 @@ def test_scheduled_dib_logs_vsufficiency_and_vminimality_per_block(tmp_path):
 
 def test_reinit_at_end_writes_json_png_and_events(tmp_path):
     cfg = compose_cfg(TINY + ["model=cnn3", "trainer.epochs=2", "trainer.snapshot_epochs=[1]",
-                              "metrics=none", "metrics.reinit.at_end=true"])
+                              "metrics=none", "metrics.reinit.when=last"])
     train(cfg, tmp_path)
     result = read_json(tmp_path / "reinit.json")
     assert set(result["sources"]) == {"init", "epoch_0001", "rand"}

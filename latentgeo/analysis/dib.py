@@ -21,11 +21,13 @@ per-batch training CE, measured while the decoder's parameters change within the
 in train mode (TH: Lightning's epoch-level ``train_loss``). Both terms are therefore *training*
 V-information: a decoder able to memorise its split drives CE_final to 0 at any block.
 
-Blocks: ``stem`` is b = 0 (encoder = the stem alone: the (flattened) input for the MLP and TH's
-CNNs, whose stem is Flatten/Identity; the conv stem for the ResNets, as TH's b = 0 keeps the
-torchvision stem), then ``backbone.block_names`` for b = 1..L, the representation after that
-block; b = L leaves pool + head as the decoder. Keys: ``dib/vsuff/<block>/<split>`` and
-``dib/vmin/<block>/<split>``.
+Blocks: ``stem`` is b = 0, the encoder TH uses at b = 0: the (flattened) input for the MLP and
+TH's CNNs, whose stem is Flatten/Identity; the conv stem for the ResNets, as TH's b = 0 keeps
+the torchvision stem; the raw (normalised) input for ``convnext_t``, whose patchify stem then
+belongs to the decoder (TH's ConvNeXt encoder ``features[:2b]`` is empty at b = 0 and its
+decoder starts with ``features[0]``; ``input_is_block0``). Then ``backbone.block_names`` for
+b = 1..L, the representation after that block; b = L leaves pool + head as the decoder. Keys:
+``dib/vsuff/<block>/<split>`` and ``dib/vmin/<block>/<split>``.
 
 Deliberate differences from TH:
 - the frozen encoder copy is pinned to eval mode (TH's Lightning ``fit`` put it in train mode,
@@ -68,20 +70,19 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from latentgeo.build import load_run, owning
+from latentgeo.config import OptimizerConfig
 from latentgeo.data.datasets import Split
 from latentgeo.data.loader import TensorLoader, normalize
-from latentgeo.engine import LossFn, TrainingDiverged, build_optimizer, train_epoch
+from latentgeo.loop import LossFn, TrainingDiverged, build_optimizer, train_epoch
 from latentgeo.metrics.dib import dib_labels, digit_entropies
 from latentgeo.models.base import Backbone, Classifier
+from latentgeo.models.relu_alpha import set_step_nu
 
 STEM = "stem"  # the name of block index 0: the encoder is the stem alone
 MEASURES = ("vsuff", "vmin")
@@ -100,24 +101,35 @@ def dib_block_names(model: Classifier) -> list[str]:
     return [STEM, *names]
 
 
+def input_is_block0(model: Classifier) -> bool:
+    """True when TH's b = 0 encoder is the raw input although the backbone has a trained stem:
+    torchvision's ConvNeXt patchify stem (``Conv2dNormActivation``, ``convnext_t``), which TH's
+    split ``features[:2b]`` leaves to the decoder at b = 0 (module docstring)."""
+    from torchvision.ops.misc import Conv2dNormActivation  # torchvision: when first needed
+
+    return isinstance(model.backbone.stem, Conv2dNormActivation)
+
+
 def static_blocks(model: Classifier) -> list[str]:
     """DIB blocks whose encoder has no parameters and no buffers (``stem`` when the stem is
-    Flatten / Identity): their values never change during training, so a schedule can compute
-    them once (TH logs b = 0 at the first epoch only)."""
+    Flatten / Identity, or left to the decoder as ConvNeXt's): their values never change during
+    training, so a schedule can compute them once (TH logs b = 0 at the first epoch only)."""
     stem = model.backbone.stem
     has_state = next(stem.parameters(), None) is not None or next(stem.buffers(), None) is not None
-    return [] if has_state else [STEM]
+    return [] if has_state and not input_is_block0(model) else [STEM]
 
 
 class FrozenEncoder(nn.Module):
     """A deep copy of a backbone used as ``encode(x, b)`` = stem + blocks[:b]; its parameters
     never require grad and it stays in eval mode: ``train()`` cannot switch it back (TH's copy
-    ran in train mode, reference §2.6)."""
+    ran in train mode, reference §2.6). ``input_stem``: b = 0 returns the input itself (the
+    stem belongs to the decoder, ``input_is_block0``)."""
 
-    def __init__(self, backbone: Backbone) -> None:
+    def __init__(self, backbone: Backbone, input_stem: bool = False) -> None:
         super().__init__()
         self.backbone = copy.deepcopy(backbone)
         self.backbone.requires_grad_(False)
+        self.input_stem = input_stem
         super().train(False)
 
     def train(self, mode: bool = True) -> FrozenEncoder:
@@ -125,20 +137,26 @@ class FrozenEncoder(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: Tensor, num_blocks: int) -> Tensor:
+        if num_blocks == 0 and self.input_stem:
+            return x
         return self.backbone.encode(x, num_blocks)
 
 
-def reset_decoder(model: Classifier, num_blocks: int) -> Classifier:
+def reset_decoder(model: Classifier, num_blocks: int, keep_stem: bool = False) -> Classifier:
     """A deep copy of ``model`` keeping only blocks[num_blocks:] + pool + head (the stem and the
-    encoder blocks become ``nn.Identity``), every submodule with ``reset_parameters`` reset.
-    Use it as ``decoder.decode(h, num_blocks)``."""
+    encoder blocks become ``nn.Identity``; ``keep_stem``: the stem stays, for b = 0 when it
+    belongs to the decoder), every submodule with ``reset_parameters`` reset. Use it as
+    ``decoder.decode(decoder.backbone.stem(h), num_blocks)`` (``DecoderSet``). ReLU_α sites
+    keep their trained α and use ν itself in training forwards (``set_step_nu(…, 0)``)."""
     decoder = copy.deepcopy(model)
-    decoder.backbone.stem = nn.Identity()
+    if not keep_stem:
+        decoder.backbone.stem = nn.Identity()
     for name in decoder.backbone.block_names[:num_blocks]:
         decoder.backbone.blocks[name] = nn.Identity()
     for module in decoder.modules():
         if callable(getattr(module, "reset_parameters", None)):
             module.reset_parameters()
+    set_step_nu(decoder, 0.0)
     decoder.requires_grad_(True)
     decoder.zero_grad(set_to_none=True)
     return decoder
@@ -155,7 +173,9 @@ class DecoderSet(nn.Module):
         self.start_block = start_block
 
     def forward(self, h: Tensor) -> Tensor:
-        return torch.stack([d.decode(h, self.start_block)[0] for d in self.decoders], dim=-1)
+        # the stem is nn.Identity unless it belongs to the decoder (b = 0, input_is_block0)
+        return torch.stack([d.decode(d.backbone.stem(h), self.start_block)[0]
+                            for d in self.decoders], dim=-1)
 
     def output_parameters(self) -> list[nn.Parameter]:
         return [p for d in self.decoders for p in d.output_parameters()]
@@ -192,12 +212,13 @@ class EncodedSplit:
     a cached ``[N, ...]`` tensor when it fits in ``max_cache_bytes`` (module docstring),
     otherwise re-encoded per batch."""
 
-    def __init__(self, encoder: FrozenEncoder, num_blocks: int, loader: TensorLoader,
+    def __init__(self, encoder: FrozenEncoder, num_blocks: int, split: Split, mean: Tensor,
+                 std: Tensor, device: torch.device, chunk: int,
                  max_cache_bytes: int = MAX_CACHE_BYTES) -> None:
         self.encoder = encoder
         self.num_blocks = num_blocks
-        self.images, self.mean, self.std = loader.x, loader.mean, loader.std
-        self.chunk = loader.batch_size
+        self.images, self.mean, self.std = split.x.to(device), mean.to(device), std.to(device)
+        self.chunk = chunk
         sample = self._encode(slice(0, min(2, len(self.images))))
         self.bytes_needed = len(self.images) * sample[0].numel() * 4
         self.cache: Tensor | None = None
@@ -245,17 +266,18 @@ def decoder_loss(features: Callable[[Tensor], Tensor], targets: Tensor) -> LossF
 
 
 def final_cross_entropies(model: Classifier, features: EncodedSplit, targets: Tensor,
-                          num_blocks: int, optimizer_cfg: Any, epochs: int, batch_size: int,
-                          seed: int) -> float:
-    """Train ``K = targets.shape[1]`` fresh decoders (after block ``num_blocks``) jointly on
-    ``targets`` ``[N, K]`` for ``epochs`` epochs; returns CE_final averaged over the K decoders
-    (nats; module docstring), NaN when the loss diverged."""
+                          num_blocks: int, optimizer_cfg: OptimizerConfig, epochs: int,
+                          batch_size: int,
+                          seed: int, keep_stem: bool = False) -> float:
+    """Train ``K = targets.shape[1]`` fresh decoders (after block ``num_blocks``; with the stem
+    when ``keep_stem``) jointly on ``targets`` ``[N, K]`` for ``epochs`` epochs; returns
+    CE_final averaged over the K decoders (nats; module docstring), NaN when the loss
+    diverged."""
     torch.manual_seed(seed)
-    template = reset_decoder(model, num_blocks)
-    decoders = DecoderSet([reset_decoder(template, 0) for _ in range(targets.shape[1])],
-                          num_blocks)
-    # build_optimizer reads only ``cfg.optimizer``: the run's name, lr and weight decay
-    optimizer = build_optimizer(SimpleNamespace(optimizer=optimizer_cfg), decoders)
+    template = reset_decoder(model, num_blocks, keep_stem)
+    decoders = DecoderSet([reset_decoder(template, 0, keep_stem)
+                           for _ in range(targets.shape[1])], num_blocks)
+    optimizer = build_optimizer(optimizer_cfg, decoders)  # the run's name, lr and weight decay
     loader = index_loader(len(targets), batch_size, targets.device, seed)
     loss_fn = decoder_loss(features, targets)
     last: dict[str, float] = {}
@@ -273,21 +295,23 @@ def v_information(entropies_bits: Sequence[float], cross_entropy_nats: float) ->
     return sum(entropies_bits) / len(entropies_bits) - cross_entropy_nats / LN2
 
 
-def dib_metrics(model: Classifier, loaders_by_split: dict[str, TensorLoader], num_classes: int,
-                optimizer_cfg: Any, blocks: Sequence[str] | None = None, epochs: int = 20,
-                seed: int = 0, *, minimality_epochs: int | None = None,
-                batch_size: int | None = None, max_cache_bytes: int = MAX_CACHE_BYTES
-                ) -> dict[str, float]:
+def dib_metrics(model: Classifier, splits: dict[str, Split], mean: Tensor, std: Tensor,
+                num_classes: int, optimizer_cfg: OptimizerConfig,
+                blocks: Sequence[str] | None = None, epochs: int = 20, seed: int = 0, *,
+                minimality_epochs: int | None = None,
+                batch_size: int = 128, chunk_size: int = 1000,
+                max_cache_bytes: int = MAX_CACHE_BYTES) -> dict[str, float]:
     """V-sufficiency and V-minimality (bits) per block and split; see the module docstring.
 
-    ``loaders_by_split``: split name -> TensorLoader; only its images, labels, normalisation
-    and device are read (never its order or augmentation), e.g. ``make_loaders(...).eval``.
+    ``splits``: split name -> the dataset's uint8 ``Split`` (its images and labels; a run's
+    ``data.train`` / ``data.test``), normalised with the train split's ``mean`` / ``std``.
     ``optimizer_cfg``: the run's ``cfg.optimizer`` with a numeric ``lr``. ``blocks``: names from
     ``dib_block_names(model)``, default all. ``epochs``: decoder epochs (TH: 20 for vsuff);
     ``minimality_epochs``: for the vmin decoders (default ``epochs``; TH: 50). ``batch_size``:
-    decoder batch size (default each loader's own; pass ``trainer.batch_size``).
-    Returns ``{"dib/vsuff/<block>/<split>": v, "dib/vmin/<block>/<split>": v}``. ``model`` is
-    only deep-copied (weights, buffers, mode and the global RNG state stay as they were).
+    decoder batch size (the run's ``trainer.batch_size``); ``chunk_size``: encoder batch
+    (``trainer.eval_batch_size``). Returns ``{"dib/vsuff/<block>/<split>": v,
+    "dib/vmin/<block>/<split>": v}``. ``model`` is only deep-copied (weights, buffers, mode and
+    the global RNG state stay as they were).
     """
     names = dib_block_names(model)
     blocks = names if blocks is None else list(blocks)
@@ -301,90 +325,35 @@ def dib_metrics(model: Classifier, loaders_by_split: dict[str, TensorLoader], nu
         raise ValueError(f"optimizer.lr={lr!r}: dib_metrics needs the numeric LR of the run")
     device = next(model.parameters()).device
     out: dict[str, float] = {}
+    input_stem = input_is_block0(model)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        encoder = FrozenEncoder(model.backbone)
-        for split, loader in loaders_by_split.items():
-            labels = loader.y.long()
+        encoder = FrozenEncoder(model.backbone, input_stem)
+        for split_name, split in splits.items():
+            labels = split.y.to(device).long()
             targets = {"vsuff": labels.unsqueeze(1), "vmin": dib_labels(labels, num_classes)}
             entropies = {m: digit_entropies(t, num_classes) for m, t in targets.items()}
             for block in blocks:
                 index = names.index(block)
-                features = EncodedSplit(encoder, index, loader, max_cache_bytes)
+                features = EncodedSplit(encoder, index, split, mean, std, device, chunk_size,
+                                        max_cache_bytes)
                 for measure in MEASURES:
                     measure_epochs = (minimality_epochs or epochs) if measure == "vmin" else epochs
                     ce = final_cross_entropies(model, features, targets[measure], index,
-                                               optimizer_cfg, measure_epochs,
-                                               batch_size or loader.batch_size, seed)
-                    out[f"dib/{measure}/{block}/{split}"] = v_information(entropies[measure], ce)
+                                               optimizer_cfg, measure_epochs, batch_size, seed,
+                                               keep_stem=index == 0 and input_stem)
+                    out[f"dib/{measure}/{block}/{split_name}"] = v_information(
+                        entropies[measure], ce)
                 del features
     return out
 
 
-# ---------------------------------------------------------------------------- run dirs
+def split_entropies(labels: Tensor, num_classes: int) -> tuple[float, float]:
+    """(H(Y), mean_k H(Y_k)): the largest values vsuff and vmin can take on a split."""
+    digits = digit_entropies(dib_labels(labels, num_classes), num_classes)
+    return digit_entropies(labels.unsqueeze(1), num_classes)[0], sum(digits) / len(digits)
 
 
-@dataclass
-class CheckpointedRun:
-    """A run dir rebuilt as ``train`` built it, with the weights of one checkpoint."""
-
-    run_dir: Path
-    cfg: DictConfig
-    model: Classifier
-    loaders: Any  # engine.Loaders
-    num_classes: int
-    epoch: int  # epochs completed by the loaded weights
-    steps_per_epoch: int
-    device: torch.device
-
-
-def checkpoint_path(run_dir: Path, epoch: int | None) -> Path:
-    """``last.pt`` (None), ``init.pt`` (0) or ``epoch_XXXX.pt``."""
-    checkpoints = Path(run_dir) / "checkpoints"
-    if epoch is None:
-        return checkpoints / "last.pt"
-    return checkpoints / ("init.pt" if epoch == 0 else f"epoch_{epoch:04d}.pt")
-
-
-def load_checkpointed_run(run_dir: Path, epoch: int | None = None, device: str | None = None
-                          ) -> CheckpointedRun:
-    """config.yaml + a checkpoint -> model, data and loaders (``load_dataset``, ``build_model``,
-    ``make_loaders``, as ``train``). ``device``: default the run's ``trainer.device``."""
-    from latentgeo.data import load_dataset
-    from latentgeo.engine import load_checkpoint, make_loaders
-    from latentgeo.models import build_model
-    from latentgeo.train import select_device
-
-    run_dir = Path(run_dir)
-    config_path, path = run_dir / "config.yaml", checkpoint_path(run_dir, epoch)
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run dir: {config_path} is missing")
-    if not path.is_file():
-        available = sorted(p.name for p in (run_dir / "checkpoints").glob("*.pt"))
-        raise FileNotFoundError(f"--epoch={epoch}: no checkpoint {path}; available: {available}")
-    cfg = OmegaConf.load(config_path)
-    target = select_device(device or cfg.trainer.device)
-    data = load_dataset(cfg.dataset)
-    model = build_model(cfg, data.input_shape, data.num_classes).to(target)
-    checkpoint = load_checkpoint(path, target)
-    model.load_state_dict(checkpoint["model"])
-    loaders = make_loaders(cfg, data, target)
-    return CheckpointedRun(run_dir, cfg, model, loaders, data.num_classes,
-                           int(checkpoint["epoch"]), len(loaders.train), target)
-
-
-def run_optimizer_cfg(cfg: DictConfig, run_dir: Path) -> DictConfig:
-    """The run's ``optimizer`` node with a numeric ``lr``: an ``optimizer.lr=auto`` run used the
-    suggestion stored in its ``lr_find.json``."""
-    optimizer_cfg = copy.deepcopy(cfg.optimizer)
-    if not isinstance(optimizer_cfg.lr, (int, float)):
-        from latentgeo.analysis.lr_find import LR_FIND_FILE
-        from latentgeo.records import read_json
-
-        path = Path(run_dir) / LR_FIND_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"optimizer.lr={optimizer_cfg.lr!r} and no {path}")
-        optimizer_cfg.lr = float(read_json(path)["suggestion"])
-    return optimizer_cfg
+# ---------------------------------------------------------------------------- command
 
 
 def format_table(values: dict[str, float], blocks: Sequence[str], splits: Sequence[str],
@@ -403,7 +372,7 @@ def format_table(values: dict[str, float], blocks: Sequence[str], splits: Sequen
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m latentgeo.analysis.dib",
         description="V-sufficiency and V-minimality (DIB, TH §2.6) per block of a trained run; "
@@ -416,17 +385,25 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"block names ({STEM} = b 0); default all")
     parser.add_argument("--epochs", type=int, default=20,
                         help="decoder training epochs (TH: 20 for vsuff)")
-    parser.add_argument("--minimality-epochs", type=int, default=None,
-                        help="epochs of the vmin decoders (default --epochs; TH: 50)")
+    parser.add_argument("--minimality-epochs", type=int, default=50,
+                        help="epochs of the vmin decoders (TH's --dib-epochs: 50)")
     parser.add_argument("--splits", default="train,test", help="comma-separated splits")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="decoder batch size (default the run's trainer.batch_size)")
     parser.add_argument("--device", default=None, help="default: the run's trainer.device")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return owning(args.run_dir, "python -m latentgeo.analysis.dib", lambda: run_command(args))
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """The command's body, with the run dir's owner lock held."""
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
     try:
-        run = load_checkpointed_run(args.run_dir, args.epoch, args.device)
-        optimizer_cfg = run_optimizer_cfg(run.cfg, run.run_dir)
+        run = load_run(args.run_dir, args.epoch, args.device)
         missing = [s for s in splits if s not in run.loaders.eval]
         if missing:
             raise ValueError(f"--splits={args.splits}: {missing} not among the run's splits "
@@ -434,25 +411,21 @@ def main(argv: list[str] | None = None) -> int:
         names = dib_block_names(run.model)
         blocks = args.blocks or names
         tic = time.perf_counter()
-        values = dib_metrics(run.model, {s: run.loaders.eval[s] for s in splits},
-                             run.num_classes, optimizer_cfg, blocks, args.epochs,
-                             run.cfg.trainer.seed, minimality_epochs=args.minimality_epochs,
-                             batch_size=args.batch_size or run.cfg.trainer.batch_size)
+        values = dib_metrics(run.model, {s: getattr(run.data, s) for s in splits},
+                             run.data.mean, run.data.std, run.num_classes, run.cfg.optimizer,
+                             blocks, args.epochs, run.cfg.trainer.seed,
+                             minimality_epochs=args.minimality_epochs,
+                             batch_size=args.batch_size or run.cfg.trainer.batch_size,
+                             chunk_size=run.cfg.trainer.eval_batch_size)
         elapsed = time.perf_counter() - tic
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    from latentgeo.records import RunRecord
-
-    RunRecord(run.run_dir).log({"epoch": run.epoch, "step": run.epoch * run.steps_per_epoch,
-                                **values, "time/dib_s": elapsed})
-    entropies = {}
-    for split in splits:
-        labels = run.loaders.eval[split].y.long()
-        digits = digit_entropies(dib_labels(labels, run.num_classes), run.num_classes)
-        entropies[split] = (digit_entropies(labels.unsqueeze(1), run.num_classes)[0],
-                            sum(digits) / len(digits))
-    print(f"{run.run_dir}: epoch {run.epoch}, DIB in {elapsed:.1f} s on {run.device}")
+    run.run.log({"epoch": run.epoch, "step": run.epoch * run.steps_per_epoch, **values,
+                 "time/dib_s": elapsed})
+    entropies = {split: split_entropies(getattr(run.data, split).y.long(), run.num_classes)
+                 for split in splits}
+    print(f"{run.run.dir}: epoch {run.epoch}, DIB in {elapsed:.1f} s on {run.device}")
     print(format_table(values, blocks, splits, entropies))
     return 0
 

@@ -11,7 +11,7 @@ folded?) and writes ``linearize.json`` = ``{"threshold", "folded": [sites], "acc
 The run's checkpoints are not modified. Exit code 2 when the model has no ReLU_α site.
 
 The α trajectories of a run (``alpha.json`` → ``alpha.png``) are drawn by
-``latentgeo.analysis.plots.plot_alpha_trajectories``.
+``latentgeo.figures.plot_alpha_trajectories``.
 """
 
 from __future__ import annotations
@@ -23,15 +23,14 @@ from typing import Any
 
 from torch import nn
 
-from latentgeo.analysis.reinit import BatchesFactory, load_run
-from latentgeo.metrics.features import collect_features
+from latentgeo.build import load_run, owning
+from latentgeo.metrics.features import Batches, collect_features
 from latentgeo.models.relu_alpha import alpha_stats, fold_linear_alphas, relu_alpha_modules
-from latentgeo.records import atomic_write_json
 
 DEFAULT_THRESHOLD = 0.05
 
 
-def linearize(model: nn.Module, test_batches_factory: BatchesFactory,
+def linearize(model: nn.Module, test_batches_factory: Batches,
               threshold: float = DEFAULT_THRESHOLD) -> dict[str, Any]:
     """Test top-1 of ``model``, then fold every ReLU_α site with α ≤ ``threshold`` on all
     channels into ``nn.Identity`` **in place**, then test top-1 again. Returns the
@@ -78,14 +77,18 @@ def main(argv: list[str] | None = None) -> int:
                              f"(default {DEFAULT_THRESHOLD})")
     parser.add_argument("--device", default=None, help="default: the run's trainer.device")
     args = parser.parse_args(argv)
+    return owning(args.run_dir, "python -m latentgeo.analysis.linearize", lambda: run_command(args))
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """The command's body, with the run dir's owner lock held."""
     try:
-        run = load_run(args.run_dir, args.device)
-        result = linearize(run.model, run.test_batches, args.threshold)
+        run = load_run(args.run_dir, "last", args.device)
+        result = linearize(run.model, run.loaders.eval["test"].epoch, args.threshold)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    path = Path(run.run_dir) / "linearize.json"
-    atomic_write_json(path, result)
+    path = run.run.write_artifact("linearize", result)
     print(format_table(result))
     print(f"wrote {path}")
     return 0

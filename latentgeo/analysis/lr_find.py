@@ -4,7 +4,6 @@
     python -m latentgeo.analysis.lr_find [the usual Hydra overrides]
         [optimizer.lr_find.min_lr=1e-8] [optimizer.lr_find.max_lr=1]
         [optimizer.lr_find.steps=100] [optimizer.lr_find.early_stop_threshold=4]
-        [optimizer.lr_find.slope=log_lr]
 
 Trains the run's freshly initialised model (``trainer.seed``, as ``train`` builds it) for up
 to ``steps`` optimizer steps on the run's training batches with the run's optimizer and loss,
@@ -21,9 +20,13 @@ finite ones, differentiate S w.r.t. log lr (``numpy.gradient``, non-uniform spac
 return the LR at the most negative slope, i.e. where the smoothed loss falls fastest on the usual
 log-LR plot. On an exponential ramp that is the argmin of ``torch.gradient(losses)`` (unit
 spacing), what Lightning did before PR #21055 (merged Aug 2025), so most likely what TH's runs
-used. ``slope=lr`` differentiates w.r.t. lr itself, as Lightning does since
-(``spacing=[lrs]``): on an exponential ramp that weights each point by 1/lr and favours the
-small-LR end. No suggestion (None) when fewer than 2 points remain.
+used; it is also what Lightning's fix for its exponential mode computes (differentiate
+w.r.t. log10(lr), issue #21141 / PR #21171). PR #21055 differentiated w.r.t. lr itself
+(``spacing=[lrs]``): on an exponential ramp that divides each slope by its lr, so the
+smallest candidates dominate; latentgeo's ``slope=lr`` copied that, returned the smallest
+candidate on every curve tried, and was removed (``optimizer.lr_find.slope`` now only allows
+``log_lr``, so that old config.yaml files still read). No suggestion (None) when fewer than 2
+points remain.
 
 Writes ``lr_find.json`` (``lrs``, ``losses`` (raw), ``smoothed``, ``suggestion``,
 ``suggestion_index``, ``stopped_early`` and the settings) and ``lr_find.png`` into the Hydra run
@@ -42,21 +45,27 @@ import hydra
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from latentgeo.config import ConfigError, validate
-from latentgeo.data import DataBundle, DatasetUnavailable, TensorLoader, load_dataset
-from latentgeo.engine import LossFn, train_epoch
-from latentgeo.records import atomic_write_bytes, atomic_write_json
+from latentgeo.build import load_data, make_loaders, resolve_device, validate
+from latentgeo.config import ConfigError, LRFindConfig, TrainConfig, to_typed, with_changes
+from latentgeo.data import DataBundle, DatasetUnavailable, Loader
+from latentgeo.loop import (
+    LossFn,
+    ReluAlphaHooks,
+    build_optimizer,
+    classifier_loss,
+    head_gamma,
+    train_epoch,
+)
+from latentgeo.models import build_model
+from latentgeo.models.relu_alpha import relu_alpha_modules
+from latentgeo.records import RunDir
+from latentgeo.runtime import set_threads
 
-LR_FIND_FILE = "lr_find.json"
-LR_FIND_PLOT = "lr_find.png"
-# Lightning's defaults (Tuner.lr_find, _LRCallback, _LRFinder.suggestion)
-DEFAULTS: dict[str, Any] = {"min_lr": 1e-8, "max_lr": 1.0, "steps": 100,
-                            "early_stop_threshold": 4.0, "beta": 0.98, "slope": "log_lr"}
+DEFAULTS = LRFindConfig()  # Lightning's defaults (Tuner.lr_find, _LRCallback, suggestion)
 SKIP_BEGIN, SKIP_END = 10, 1
-SLOPES = ("log_lr", "lr")
 
 OptimizerFactory = Callable[[nn.Module], torch.optim.Optimizer]
 
@@ -86,29 +95,28 @@ def smooth_losses(losses: list[float], beta: float = 0.98) -> list[float]:
     return smoothed
 
 
-def suggestion_index(lrs: list[float], smoothed: list[float], slope: str = "log_lr",
+def suggestion_index(lrs: list[float], smoothed: list[float],
                      skip_begin: int = SKIP_BEGIN, skip_end: int = SKIP_END) -> int | None:
-    """Index of the steepest descent of ``smoothed`` w.r.t. log lr (or lr), Lightning's rule:
+    """Index of the steepest descent of ``smoothed`` w.r.t. log lr, Lightning's rule:
     points [skip_begin, len − skip_end), finite ones only; None when fewer than 2 remain."""
-    if slope not in SLOPES:
-        raise ValueError(f"slope={slope!r} is not one of {SLOPES}")
     candidates = [i for i in range(skip_begin, len(smoothed) - skip_end)
                   if math.isfinite(smoothed[i])]
     if len(candidates) < 2:
         return None
     x = np.array([lrs[i] for i in candidates])
-    gradient = np.gradient(np.array([smoothed[i] for i in candidates]),
-                           np.log(x) if slope == "log_lr" else x)
+    gradient = np.gradient(np.array([smoothed[i] for i in candidates]), np.log(x))
     return candidates[int(np.argmin(gradient))]
 
 
 # ---------------------------------------------------------------------------- the test
 
 
-def lr_find(model: nn.Module, loader: TensorLoader, optimizer_factory: OptimizerFactory,
-            loss_fn: LossFn, min_lr: float = 1e-8, max_lr: float = 1.0, steps: int = 100,
-            early_stop_threshold: float | None = 4.0, beta: float = 0.98,
-            slope: str = "log_lr", after_step: Callable[[], None] | None = None,
+def lr_find(model: nn.Module, loader: Loader, optimizer_factory: OptimizerFactory,
+            loss_fn: LossFn, min_lr: float = DEFAULTS.min_lr, max_lr: float = DEFAULTS.max_lr,
+            steps: int = DEFAULTS.steps,
+            early_stop_threshold: float | None = DEFAULTS.early_stop_threshold,
+            beta: float = DEFAULTS.beta,
+            after_step: Callable[[], None] | None = None,
             autocast_dtype: torch.dtype | None = None) -> dict[str, Any]:
     """The LR range test of the module docstring through ``engine.train_epoch`` (epochs 1, 2,
     … of ``loader`` until ``steps`` steps are done or the loss diverges).
@@ -120,8 +128,6 @@ def lr_find(model: nn.Module, loader: TensorLoader, optimizer_factory: Optimizer
     Afterwards the model holds its initial weights and buffers again, bit for bit, in its
     initial train/eval mode, without gradients; the global RNG state is restored.
     """
-    if slope not in SLOPES:
-        raise ValueError(f"slope={slope!r} is not one of {SLOPES}")
     schedule = lr_ramp(min_lr, max_lr, steps)
     initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
     was_training = model.training
@@ -175,134 +181,74 @@ def lr_find(model: nn.Module, loader: TensorLoader, optimizer_factory: Optimizer
         model.train(was_training)
         model.zero_grad(set_to_none=True)
     lrs = schedule[:len(losses)]
-    index = suggestion_index(lrs, smoothed, slope)
+    index = suggestion_index(lrs, smoothed)
     return {"lrs": lrs, "losses": losses, "smoothed": smoothed,
             "suggestion": lrs[index] if index is not None else None,
             "suggestion_index": index, "stopped_early": stopped_early,
             "min_lr": min_lr, "max_lr": max_lr, "steps": steps,
-            "early_stop_threshold": early_stop_threshold, "beta": beta, "slope": slope}
+            "early_stop_threshold": early_stop_threshold, "beta": beta, "slope": "log_lr"}
 
 
 # ---------------------------------------------------------------------------- from a config
 
 
-def lr_find_settings(cfg: DictConfig) -> dict[str, Any]:
-    """``DEFAULTS`` overridden by ``optimizer.lr_find.*`` when the config has that node."""
-    node = OmegaConf.select(cfg, "optimizer.lr_find", default=None)
-    given = OmegaConf.to_container(node) if node is not None else {}
-    unknown = sorted(set(given) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"optimizer.lr_find: unknown keys {unknown}; allowed {sorted(DEFAULTS)}")
-    return {**DEFAULTS, **given}
-
-
-def suggest_lr(cfg: DictConfig, data: DataBundle, device: torch.device) -> dict[str, Any]:
+def suggest_lr(cfg: TrainConfig | DictConfig, data: DataBundle, device: torch.device
+               ) -> dict[str, Any]:
     """``lr_find`` on the model, optimizer, loss and training batches ``train`` would use: the
     model built with ``trainer.seed`` (the same initialisation as the run), ``build_optimizer``
     (``optimizer.lr`` is ignored, it may be ``auto``), ``classifier_loss`` with epoch 1's γ and
     the ReLU_α penalty / step hooks, ``make_loaders(...).train``, bf16 autocast when
     ``trainer.precision=bf16`` (eager: ``trainer.compile`` is not applied). Global RNG state
-    untouched."""
-    from latentgeo.engine import (
-        ReluAlphaHooks,
-        build_optimizer,
-        classifier_loss,
-        gamma_at,
-        make_loaders,
-    )
-    from latentgeo.models import build_model
-    from latentgeo.models.relu_alpha import relu_alpha_modules
-
-    settings = lr_find_settings(cfg)
+    untouched. Settings: ``optimizer.lr_find``."""
+    cfg = to_typed(cfg)
+    settings = cfg.optimizer.lr_find
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.trainer.seed)
         model = build_model(cfg, data.input_shape, data.num_classes).to(device)
     loaders = make_loaders(cfg, data, device)
-    head = cfg.head
-    gamma = (gamma_at(1, head.gamma_start, head.gamma_factor, head.gamma_step, head.gamma_max)
-             if head.name == "bin_enc" else None)
     alphas = ReluAlphaHooks(cfg.activation, model) if relu_alpha_modules(model) else None
-    loss_fn = classifier_loss(gamma, alphas.penalty if alphas else None)
+    loss_fn = classifier_loss(head_gamma(cfg.head, 1), alphas.penalty if alphas else None,
+                              cfg.head.penalty)
     # the optimizer is built at min_lr, so a non-numeric optimizer.lr never reaches torch
-    optimizer_cfg = OmegaConf.merge(cfg, {"optimizer": {"lr": float(settings["min_lr"])}})
+    optimizer_cfg = with_changes(cfg, optimizer={"lr": float(settings.min_lr)}).optimizer
 
     def optimizer_factory(m: nn.Module) -> torch.optim.Optimizer:
         return build_optimizer(optimizer_cfg, m)
 
     return lr_find(model, loaders.train, optimizer_factory, loss_fn,
-                   min_lr=settings["min_lr"], max_lr=settings["max_lr"],
-                   steps=settings["steps"],
-                   early_stop_threshold=settings["early_stop_threshold"],
-                   beta=settings["beta"], slope=settings["slope"],
+                   min_lr=settings.min_lr, max_lr=settings.max_lr, steps=settings.steps,
+                   early_stop_threshold=settings.early_stop_threshold, beta=settings.beta,
                    after_step=alphas.after_step if alphas else None,
-                   autocast_dtype=torch.bfloat16 if OmegaConf.select(
-                       cfg, "trainer.precision", default="32") == "bf16" else None)
+                   autocast_dtype=torch.bfloat16 if cfg.trainer.precision == "bf16" else None)
 
 
 # ---------------------------------------------------------------------------- outputs
 
 
-def plot_lr_find(result: dict[str, Any], path: Path) -> None:
-    """Raw and smoothed loss against the LR (log axis), the suggestion marked."""
-    import io
+def write_lr_find(run: RunDir, result: dict[str, Any]) -> tuple[Path, Path]:
+    """``lr_find.json`` (atomic; NaN -> null) and ``lr_find.png`` in the run dir."""
+    from latentgeo.figures import plot_lr_find  # matplotlib: when a figure is drawn
 
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 4))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    ax.plot(result["lrs"], result["losses"], color="0.75", lw=1, label="loss")
-    ax.plot(result["lrs"], result["smoothed"], color="C0", lw=2, label="smoothed")
-    index = result["suggestion_index"]
-    if index is not None:
-        ax.plot([result["lrs"][index]], [result["smoothed"][index]], "o", color="C3",
-                label=f"suggestion {result['suggestion']:.3g}")
-    finite = [v for v in result["smoothed"] if math.isfinite(v)]
-    raw = [v for v in result["losses"] if math.isfinite(v)]
-    if finite:  # clip the divergence at 4× the first loss so it does not flatten the rest
-        low = min(finite + raw)
-        high = max(finite[0], min(max(finite + raw), 4 * abs(finite[0])))
-        if high > low:
-            ax.set_ylim(low - 0.05 * (high - low), high + 0.05 * (high - low))
-    ax.set_xscale("log")
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel("training loss")
-    ax.set_title("LR range test" + (" (stopped: loss diverged)" if result["stopped_early"]
-                                    else ""))
-    ax.legend()
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    atomic_write_bytes(Path(path), buffer.getvalue())
-
-
-def write_lr_find(run_dir: Path, result: dict[str, Any]) -> tuple[Path, Path]:
-    """``lr_find.json`` (atomic; NaN -> null) and ``lr_find.png`` in ``run_dir``."""
-    run_dir = Path(run_dir)
-    json_path, png_path = run_dir / LR_FIND_FILE, run_dir / LR_FIND_PLOT
-    atomic_write_json(json_path, result)
+    json_path = run.write_artifact("lr_find", result)
+    png_path = run.artifact("lr_find_plot")
     plot_lr_find(result, png_path)
     return json_path, png_path
 
 
 def run_range_test(cfg: DictConfig) -> None:
     """The command's body: ``suggest_lr`` on the composed config, outputs in the Hydra run dir."""
-    from latentgeo.train import select_device, set_threads
-
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    run = RunDir(HydraConfig.get().runtime.output_dir)
     try:
-        validate(cfg)
-        data = load_dataset(cfg.dataset)
-        validate(cfg, num_classes=data.num_classes)
-        lr_find_settings(cfg)
-    except (ConfigError, DatasetUnavailable, ValueError) as error:
+        typed = to_typed(cfg)
+        validate(typed)
+        data, _ = load_data(typed)
+        validate(typed, num_classes=data.num_classes)
+    except (ConfigError, DatasetUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    set_threads(cfg.trainer.num_threads)
-    device = select_device(cfg.trainer.device)
-    result = suggest_lr(cfg, data, device)
-    json_path, png_path = write_lr_find(run_dir, result)
+    set_threads(typed.trainer.num_threads)
+    result = suggest_lr(typed, data, resolve_device(typed.trainer.device))
+    json_path, png_path = write_lr_find(run, result)
     stop = " (stopped early: loss diverged)" if result["stopped_early"] else ""
     print(f"LR range test: {len(result['losses'])} steps from {result['lrs'][0]:.3g} to "
           f"{result['lrs'][-1]:.3g}{stop}; wrote {json_path} and {png_path}")
@@ -312,14 +258,8 @@ def run_range_test(cfg: DictConfig) -> None:
         print(f"suggested lr: {result['suggestion']:.6g}")
 
 
-def main() -> None:
-    """``@hydra.main`` as in ``latentgeo.train``, applied here so that ``latentgeo.train`` (schema
-    and run-dir resolvers) is imported before Hydra composes but not when this module is merely
-    imported: ``train`` may import ``suggest_lr`` without an import cycle."""
-    import latentgeo.train  # noqa: F401
-
-    hydra.main(version_base=None, config_path="pkg://latentgeo.conf",
-               config_name="train")(run_range_test)()
+main = hydra.main(version_base=None, config_path="pkg://latentgeo.conf",
+                  config_name="train")(run_range_test)
 
 
 if __name__ == "__main__":

@@ -29,24 +29,25 @@ import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from latentgeo.build import load_run, owning
+from latentgeo.config import TrainConfig, with_changes
 from latentgeo.metrics.features import collect_features
-from latentgeo.metrics.hyperplanes import included_layers
-from latentgeo.records import atomic_write_json, read_json
+from latentgeo.metrics.hyperplanes import LAYER_SETS, included_layers
+from latentgeo.models import build_model
+from latentgeo.records import RunDir
+from latentgeo.runtime import load_checkpoint
 
 # () -> one pass over the test split as (x, y) batches on the model's device, e.g.
 # ``loaders.eval["test"].epoch``.
 BatchesFactory = Callable[[], Iterable[tuple[Tensor, Tensor]]]
 StateDict = dict[str, Tensor]
 
-LAYER_CHOICES = ("conv", "conv+linear")
 # The fresh random init of ``--rand`` uses trainer.seed + this offset unless --seed is given:
 # far from the small seeds of sweep repeats, so it is not another run's own initialisation.
 RAND_SEED_OFFSET = 1_000_003
@@ -72,8 +73,8 @@ def evaluate_accuracy(model: nn.Module, test_batches: BatchesFactory, num_classe
 
 def reinit_layer_names(model: nn.Module, layers: str = "conv") -> list[str]:
     """HP's layer set: ``conv`` = conv layers except 1×1; ``conv+linear`` adds nn.Linear."""
-    if layers not in LAYER_CHOICES:
-        raise ValueError(f"layers={layers!r} is not one of {LAYER_CHOICES}")
+    if layers not in LAYER_SETS:
+        raise ValueError(f"layers={layers!r} is not one of {LAYER_SETS}")
     return [name for name, _ in included_layers(model, with_linear=layers == "conv+linear")]
 
 
@@ -168,13 +169,11 @@ def snapshot_names(checkpoints_dir: Path, before_epoch: int | None = None) -> li
     return names + [stem for _, stem in sorted(epochs)]
 
 
-def random_init_state(cfg: DictConfig, input_shape: tuple[int, int, int], num_classes: int,
+def random_init_state(cfg: TrainConfig, input_shape: tuple[int, int, int], num_classes: int,
                       seed: int) -> StateDict:
     """A fresh initialisation of the run's architecture drawn with ``seed`` (never pretrained
     weights), without touching the global RNG state."""
-    from latentgeo.models import build_model
-
-    cfg = OmegaConf.merge(cfg, {"model": {"pretrained": False}})
+    cfg = with_changes(cfg, model={"pretrained": False})
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_model(cfg, input_shape, num_classes)
@@ -185,7 +184,7 @@ def default_rand_seed(run_seed: int) -> int:
     return run_seed + RAND_SEED_OFFSET
 
 
-def gather_sources(cfg: DictConfig, checkpoints_dir: Path, input_shape: tuple[int, int, int],
+def gather_sources(cfg: TrainConfig, checkpoints_dir: Path, input_shape: tuple[int, int, int],
                    num_classes: int, device: torch.device, names: Sequence[str] | None = None,
                    trained_epoch: int | None = None, rand: bool = False,
                    rand_seed: int | None = None) -> tuple[dict[str, StateDict], int | None]:
@@ -193,8 +192,6 @@ def gather_sources(cfg: DictConfig, checkpoints_dir: Path, input_shape: tuple[in
     ``init`` and the snapshots before ``trained_epoch``) plus, with ``rand``, a fresh random
     init under the name ``rand``. Returns ``(sources, seed of rand or None)``; ``rand_seed``
     must differ from ``trainer.seed`` (that seed reproduces ``init.pt``)."""
-    from latentgeo.engine import load_checkpoint
-
     checkpoints_dir = Path(checkpoints_dir)
     if names is None:
         names = snapshot_names(checkpoints_dir, trained_epoch)
@@ -216,70 +213,22 @@ def gather_sources(cfg: DictConfig, checkpoints_dir: Path, input_shape: tuple[in
     return sources, seed
 
 
-# ---------------------------------------------------------------------------- run dirs
+# ---------------------------------------------------------------------------- outputs
 
 
-@dataclass
-class LoadedRun:
-    """A run dir rebuilt as training built it, with the weights of ``checkpoints/last.pt``."""
+def write_reinit(run: RunDir, result: dict[str, Any]) -> tuple[Path, Path]:
+    """``reinit.json`` (atomic) and ``reinit.png`` in the run dir; returns both paths."""
+    from latentgeo.figures import plot_reinit_heatmap  # matplotlib: when a figure is drawn
 
-    run_dir: Path
-    cfg: DictConfig
-    model: nn.Module  # eval-ready Classifier on ``device``
-    input_shape: tuple[int, int, int]
-    num_classes: int
-    epoch: int  # epochs completed by the loaded weights
-    state: str | None  # status.json state ("ok" when the run finished)
-    device: torch.device
-    test_batches: BatchesFactory
-
-
-def load_run(run_dir: Path, device: str | None = None) -> LoadedRun:
-    """config.yaml + checkpoints/last.pt -> model and test split, as ``train`` built them
-    (``load_dataset``, ``build_model``, ``make_loaders``). ``device``: default
-    ``trainer.device`` of the run."""
-    from latentgeo.data import load_dataset
-    from latentgeo.engine import load_checkpoint, make_loaders
-    from latentgeo.models import build_model
-    from latentgeo.train import select_device
-
-    run_dir = Path(run_dir)
-    config_path, last = run_dir / "config.yaml", run_dir / "checkpoints" / "last.pt"
-    for path in (config_path, last):
-        if not path.is_file():
-            raise FileNotFoundError(f"{run_dir} is not a trained run dir: {path} is missing")
-    cfg = OmegaConf.load(config_path)
-    target = select_device(device or cfg.trainer.device)
-    if target.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(target)!r} (the run's trainer.device unless --device is "
-                         "given): CUDA is not available here; allowed: --device cpu")
-    data = load_dataset(cfg.dataset)
-    model = build_model(cfg, data.input_shape, data.num_classes).to(target)
-    checkpoint = load_checkpoint(last, target)
-    model.load_state_dict(checkpoint["model"])
-    model.eval()
-    loaders = make_loaders(cfg, data, target)
-    status = run_dir / "status.json"
-    return LoadedRun(run_dir, cfg, model, tuple(data.input_shape), data.num_classes,
-                     int(checkpoint["epoch"]), read_json(status).get("state")
-                     if status.is_file() else None, target, loaders.eval["test"].epoch)
-
-
-def write_reinit(run_dir: Path, result: dict[str, Any]) -> tuple[Path, Path]:
-    """``reinit.json`` (atomic) and ``reinit.png`` in ``run_dir``; returns both paths."""
-    from latentgeo.analysis.plots import plot_reinit_heatmap
-
-    run_dir = Path(run_dir)
-    json_path, png_path = run_dir / "reinit.json", run_dir / "reinit.png"
-    atomic_write_json(json_path, result)
+    json_path = run.write_artifact("reinit", result)
+    png_path = run.artifact("reinit_plot")
     plot_reinit_heatmap(result, png_path)
     return json_path, png_path
 
 
 def format_table(result: dict[str, Any]) -> str:
     """One row per layer, one column per source: top-1 and the relative drop."""
-    from latentgeo.analysis.plots import relative_drop
-
+    from latentgeo.figures import relative_drop
     baseline = result["baseline"]
     width = max([len("layer"), *map(len, result["layers"])])
     sources = list(result["sources"])
@@ -309,25 +258,30 @@ def main(argv: list[str] | None = None) -> int:
                              "epoch)")
     parser.add_argument("--rand", action="store_true",
                         help="add a fresh independent random initialisation (source 'rand')")
-    parser.add_argument("--layers", choices=LAYER_CHOICES, default="conv",
+    parser.add_argument("--layers", choices=LAYER_SETS, default="conv",
                         help="conv: conv layers except 1x1 (HP); conv+linear: plus nn.Linear")
     parser.add_argument("--seed", type=int, default=None,
                         help=f"seed of --rand (default trainer.seed + {RAND_SEED_OFFSET})")
     parser.add_argument("--device", default=None, help="default: the run's trainer.device")
     args = parser.parse_args(argv)
+    return owning(args.run_dir, "python -m latentgeo.analysis.reinit", lambda: run_command(args))
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """The command's body, with the run dir's owner lock held."""
     names = None
     if args.sources is not None:
         names = [name.strip() for name in args.sources.split(",") if name.strip()]
     try:
-        run = load_run(args.run_dir, args.device)
-        sources, seed = gather_sources(run.cfg, run.run_dir / "checkpoints", run.input_shape,
+        run = load_run(args.run_dir, "last", args.device)
+        sources, seed = gather_sources(run.cfg, run.run.checkpoints, run.data.input_shape,
                                        run.num_classes, run.device, names, run.epoch,
                                        args.rand, args.seed)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if run.state != "ok":
-        print(f"warning: {run.run_dir} has state {run.state!r}; using last.pt "
+    if run.run.state != "ok":
+        print(f"warning: {run.run.dir} has state {run.run.state!r}; using last.pt "
               f"(epoch {run.epoch})", file=sys.stderr)
     if not sources:
         print("error: no init sources (no init.pt or snapshots before the trained epoch; "
@@ -337,11 +291,11 @@ def main(argv: list[str] | None = None) -> int:
     if not layers:
         print(f"error: the model has no layers for --layers={args.layers}", file=sys.stderr)
         return 2
-    print(f"{run.run_dir}: epoch {run.epoch}, {len(layers)} layers x {len(sources)} sources "
+    print(f"{run.run.dir}: epoch {run.epoch}, {len(layers)} layers x {len(sources)} sources "
           f"({', '.join(sources)}) on {run.device}")
-    result = reinit_robustness(run.model, run.test_batches, sources, layers, run.num_classes,
-                               seed)
-    json_path, png_path = write_reinit(run.run_dir, result)
+    result = reinit_robustness(run.model, run.loaders.eval["test"].epoch, sources, layers,
+                               run.num_classes, seed)
+    json_path, png_path = write_reinit(run.run, result)
     print(format_table(result))
     print(f"wrote {json_path} and {png_path}")
     return 0

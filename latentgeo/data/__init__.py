@@ -1,24 +1,34 @@
-"""Data sets (in-memory uint8 tensors) and the device-resident loader."""
+"""Data sets (in-memory uint8 tensors), the ``Loader`` interface and ``make_loaders``."""
 
+from latentgeo.config import check
+from latentgeo.data import corruptions as c
 from latentgeo.data.datasets import (
     DATASETS,
     DataBundle,
     DatasetUnavailable,
     Split,
+    _bundle,
     load_digits,
     load_synthetic,
 )
 from latentgeo.data.loader import TensorLoader
+from latentgeo.data.loaders import EVAL_SPLITS, LOADERS, Loader, Loaders, make_loader, make_loaders
 
 __all__ = [
     "DATASETS",
     "DataBundle",
     "DatasetUnavailable",
+    "EVAL_SPLITS",
+    "LOADERS",
+    "Loader",
+    "Loaders",
     "Split",
     "TensorLoader",
     "load_dataset",
     "load_digits",
     "load_synthetic",
+    "make_loader",
+    "make_loaders",
 ]
 
 
@@ -30,10 +40,12 @@ def load_dataset(cfg) -> DataBundle:
     Pixel shuffle permutes the stored images, so augmentation (if on) acts on shuffled
     images (HP permutes after augmentation).
     """
-    from latentgeo.data import corruptions as c
-    from latentgeo.data.datasets import _bundle
-
     data = DATASETS[cfg.name](cfg)
+    bad = [c for c in cfg.classes or [] if not 0 <= c < data.num_classes]
+    check(not bad, "dataset.classes", cfg.classes,
+          f"distinct class indices within 0..{data.num_classes - 1} of {cfg.name}")
+    check(cfg.classes is None or len(set(cfg.classes)) == len(cfg.classes), "dataset.classes",
+          cfg.classes, "distinct class indices")
     if not _changes_data(cfg):
         return data
     train, test, num_classes, val = data.train, data.test, data.num_classes, None

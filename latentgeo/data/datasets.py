@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-
-class DatasetUnavailable(RuntimeError):
-    """The data set is neither on disk nor downloadable."""
+from latentgeo.config import DatasetUnavailable
+from latentgeo.records import exclusive_lock, file_mode
 
 
 @dataclass
@@ -80,15 +80,23 @@ def install_mnist_mirror(mirror: Path, root: Path, class_name: str) -> bool:
         sources.append((stem, found))
     raw = root / class_name / "raw"
     raw.mkdir(parents=True, exist_ok=True)
-    for stem, source in sources:
-        target = raw / stem
-        if target.is_file():
-            continue
-        tmp = target.with_suffix(".tmp")
-        opener = gzip.open if source.suffix == ".gz" else open
-        with opener(source, "rb") as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        os.replace(tmp, target)
+    # several jobs of a sweep may unpack into one shared root at once: one at a time, each
+    # file through a unique temp name and an atomic rename, skipped when already there
+    with exclusive_lock(raw / ".latentgeo-install.lock"):
+        for stem, source in sources:
+            target = raw / stem
+            if target.is_file():
+                continue
+            fd, tmp = tempfile.mkstemp(dir=raw, prefix=f".{stem}.", suffix=".tmp")
+            try:
+                opener = gzip.open if source.suffix == ".gz" else open
+                with opener(source, "rb") as src, os.fdopen(fd, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                    os.fchmod(dst.fileno(), file_mode())
+                os.replace(tmp, target)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
     return True
 
 
@@ -126,8 +134,10 @@ def load_torchvision(name: str, class_name: str, root: Path | None, download: bo
     if download:
         try:
             roots[0].mkdir(parents=True, exist_ok=True)
-            return _bundle(name, *(_torchvision_split(class_name, roots[0], t, True)
-                                   for t in (True, False)), NUM_CLASSES[name])
+            # torchvision downloads to fixed file names: one job at a time per data set
+            with exclusive_lock(roots[0] / f".latentgeo-{class_name}.lock"):
+                return _bundle(name, *(_torchvision_split(class_name, roots[0], t, True)
+                                       for t in (True, False)), NUM_CLASSES[name])
         except Exception as error:  # noqa: BLE001 - any download failure means "unavailable"
             reason = f"download into {roots[0]} failed ({type(error).__name__}: {error})"
     else:

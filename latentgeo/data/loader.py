@@ -68,9 +68,11 @@ class TensorLoader:
         self.augment = augment
         self.seed = seed
         self.channels_last = False  # yield NHWC batches (trainer.channels_last)
+        self.max_batches: int | None = None  # stop each pass after this many (debugging)
 
     def __len__(self) -> int:
-        return (len(self.y) + self.batch_size - 1) // self.batch_size
+        batches = (len(self.y) + self.batch_size - 1) // self.batch_size
+        return batches if self.max_batches is None else min(batches, self.max_batches)
 
     @property
     def num_samples(self) -> int:
@@ -83,7 +85,7 @@ class TensorLoader:
         order = (
             torch.randperm(n, generator=generator, device=self.device) if self.shuffle else None
         )
-        for start in range(0, n, self.batch_size):
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
             stop = start + self.batch_size
             if order is None:
                 xb, yb = self.x[start:stop], self.y[start:stop]

@@ -102,9 +102,11 @@ class TorchLoader:
         self.num_workers = num_workers
         self.pin_memory = self.device.type == "cuda"
         self.channels_last = False  # yield NHWC batches (trainer.channels_last), as TensorLoader
+        self.max_batches: int | None = None  # stop each pass after this many (debugging)
 
     def __len__(self) -> int:
-        return (len(self.dataset) + self.batch_size - 1) // self.batch_size
+        batches = (len(self.dataset) + self.batch_size - 1) // self.batch_size
+        return batches if self.max_batches is None else min(batches, self.max_batches)
 
     @property
     def num_samples(self) -> int:
@@ -124,6 +126,7 @@ class TorchLoader:
         indices = order.tolist() if order is not None else list(range(self.num_samples))
         batches = [indices[i:i + self.batch_size] for i in range(0, len(indices),
                                                                   self.batch_size)]
+        batches = batches[:len(self)]
         # augmentation seed from (seed, epoch), drawn once so that its stream is not the
         # shuffle's; it seeds the workers (DataLoader base_seed) or the in-process stream
         seeds = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)

@@ -7,9 +7,6 @@ import warnings
 
 import numpy as np
 import torch
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.mixture import GaussianMixture
-from sklearn.preprocessing import StandardScaler
 from torch import Tensor
 
 BINARITY_KEYS = ("score", "stds", "peaks_distance_mean", "peaks_distance_std")
@@ -39,6 +36,10 @@ def binarity_metrics(features: Tensor, seed: int = 0) -> dict[str, float]:
     num_samples = x.shape[0]
     if num_samples < 2:
         return {key: math.nan for key in BINARITY_KEYS}
+    from sklearn.exceptions import ConvergenceWarning  # scikit-learn: imported when first fit
+    from sklearn.mixture import GaussianMixture
+    from sklearn.preprocessing import StandardScaler
+
     scaler = StandardScaler().fit(x)  # column-wise, so the same as one scaler per dim
     z_scored = scaler.transform(x)
     eps = np.finfo(np.float64).eps

@@ -5,11 +5,15 @@ Every latent metric reads from this; no metric runs its own pass over the data.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
+
+from latentgeo.metrics.collapse import NC1Accumulator
+
+Batches = Callable[[], Iterable[tuple[Tensor, Tensor]]]  # a fresh pass over a split
 
 
 @dataclass
@@ -68,3 +72,39 @@ def collect_features(
         labels=torch.cat(outputs["labels"]),
         blocks={name: torch.cat(parts) for name, parts in captured.items()},
     )
+
+
+def _hooked_passes(model: nn.Module, batches: Batches,
+                   on_block: Callable[[str, Tensor, Tensor], None]) -> None:
+    """One eval-mode pass calling ``on_block(name, output, labels)`` for every block."""
+    current: dict[str, Tensor] = {}
+    handles = [
+        block.register_forward_hook(
+            lambda _m, _i, out, name=name: on_block(name, out.float(), current["y"]))
+        for name, block in model.backbone.blocks.items()  # type: ignore[union-attr]
+    ]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for x, y in batches():
+                current["y"] = y
+                model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+
+
+def streaming_nc1(model: nn.Module, batches: Batches, num_classes: int) -> dict[str, float]:
+    """TH's NC1 at every block output, streamed in two passes with O(C·D) memory.
+
+    Unlike TH, both passes run in eval mode on fixed weights (TH's train value mixes weights
+    that change during the epoch).
+    """
+    accumulators = {name: NC1Accumulator(num_classes) for name in model.backbone.blocks}
+    _hooked_passes(model, batches, lambda name, h, y: accumulators[name].update_means(h, y))
+    for accumulator in accumulators.values():
+        accumulator.start_second_pass()
+    _hooked_passes(model, batches, lambda name, h, y: accumulators[name].update_scatter(h, y))
+    return {name: accumulator.value() for name, accumulator in accumulators.items()}

@@ -21,6 +21,8 @@ import torch
 from torch import Tensor, nn
 
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+# which layers a per-layer analysis (re-init robustness) visits: conv, or conv and nn.Linear
+LAYER_SETS = ("conv", "conv+linear")
 
 
 def included_layers(

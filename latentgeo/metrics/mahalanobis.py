@@ -21,8 +21,6 @@ import math
 import numpy as np
 import scipy.linalg
 import torch
-from sklearn.metrics import average_precision_score, roc_auc_score
-from sklearn.preprocessing import StandardScaler
 
 # sklearn GaussianMixture's default, added to the covariance diagonal (BE uses the default).
 GMM_REG_COVAR = 1e-6
@@ -117,6 +115,8 @@ def misclassification_distances(
     empty = {"correct_test": np.zeros(0), "wrong_test": np.zeros(0)}
     if train_x.shape[0] == 0:
         return {**empty, "num_classes_used": 0, "num_train_fit": 0}
+    from sklearn.preprocessing import StandardScaler  # scikit-learn: imported when first fit
+
     scaler = StandardScaler().fit(train_x)
     train_x = scaler.transform(train_x)
     test_x = scaler.transform(test_x) if test_x.shape[0] else test_x
@@ -211,6 +211,8 @@ def misclassification_auroc(
     else:
         is_wrong = np.concatenate([np.zeros(correct.size), np.ones(wrong.size)])
         result["auroc"] = quantile_auroc(correct, wrong)
+        from sklearn.metrics import roc_auc_score
+
         result["auroc_exact"] = float(roc_auc_score(is_wrong, np.concatenate([correct, wrong])))
     return result
 
@@ -294,6 +296,8 @@ def ood_auroc(
     in_scores, out_scores = min_distance(in_x), min_distance(out_x)
     is_in = np.concatenate([np.ones(in_scores.size), np.zeros(out_scores.size)])
     confidence = -np.concatenate([in_scores, out_scores])
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
     result["auroc"] = float(roc_auc_score(is_in, confidence))
     result["aupr"] = float(average_precision_score(is_in, confidence))
     accepted_needed = (95 * in_scores.size + 99) // 100  # ⌈0.95·N_in⌉ in integer arithmetic

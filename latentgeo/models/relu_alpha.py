@@ -17,9 +17,14 @@ Two ways to train α (``mode``):
   at the boundary, so an α initialised at exactly 1 (ReLU) would never move.
 - ``anneal`` (seed 004): α = σ((σ(γ) − ½)·ν) with γ trainable (init 0, so α=½) and ν a buffer
   raised by ``nu_step`` after every optimizer step; a growing ν drives α towards {0, 1} following
-  sign(γ). ν is a buffer so checkpoints save it and resume restores it exactly. (The seed raises
-  ν inside every training forward; here the engine calls ``anneal_step`` instead, so evaluation
-  passes and extra forwards never move it.)
+  sign(γ). ν is a buffer so checkpoints save it and resume restores it exactly. The seed raises
+  ν by 0.01 at the start of every training forward, so optimizer step t (1-based) trains with
+  ν = 0.01·t and an evaluation after t steps sees ν = 0.01·t. Here the engine raises the buffer
+  after each step (``anneal_step``) and a training forward uses ν + ``step_nu``, the increment
+  of the step in progress (``set_step_nu``; ``loop.ReluAlphaHooks`` sets it to
+  ``activation.nu_step``): the same ν's bit for bit (step 1 already gives γ a gradient), while
+  evaluation passes and extra forwards never move ν. ``step_nu`` is 0 on a model without the
+  hooks (an evaluated checkpoint, a DIB decoder), and eval mode always uses ν itself.
 
 ``granularity``: ``layer`` (one α per site) or ``channel`` (one α per channel, broadcast over
 dim 1 of ``[B, C, ...]`` and over the features of ``[B, F]``).
@@ -78,17 +83,22 @@ class ReLUAlpha(nn.Module):
         else:
             self.gamma = nn.Parameter(torch.zeros(shape))
             self.register_buffer("nu", torch.tensor(float(init_nu)))
+        # anneal: the ν increment of the training step in progress (module docstring); not in
+        # the state_dict: it is a setting of the loop, not a state
+        self.step_nu = 0.0
 
-    def alpha(self) -> Tensor:
-        """The current α (0-d or ``[C]``), differentiable w.r.t. the trainable parameter."""
+    def alpha(self, in_step: bool = False) -> Tensor:
+        """The current α (0-d or ``[C]``), differentiable w.r.t. the trainable parameter.
+        ``in_step`` (anneal): the α of a training forward, with ν + ``step_nu``."""
         if self.mode == "anneal":
-            return annealed_alpha(self.gamma, self.nu)
+            nu = self.nu + self.step_nu if in_step and self.step_nu else self.nu
+            return annealed_alpha(self.gamma, nu)
         raw = self.raw_alpha
         # value clamp(raw, 0, 1) exactly, gradient 1 (straight-through): see module docstring
         return raw.detach().clamp(0.0, 1.0) + (raw - raw.detach())
 
     def forward(self, x: Tensor) -> Tensor:
-        alpha = self.alpha()
+        alpha = self.alpha(in_step=self.training)
         if alpha.dim() == 1:
             channel_dim = 1 if x.dim() >= 2 else 0
             if x.shape[channel_dim] != alpha.shape[0]:
@@ -175,6 +185,16 @@ def alpha_l1(model: nn.Module, skip: set[str] | None = None) -> Tensor:
         parameter = next(model.parameters(), None)
         return torch.zeros((), device=parameter.device if parameter is not None else None)
     return torch.stack(terms).sum()
+
+
+def set_step_nu(model: nn.Module, nu_step: float) -> None:
+    """Every anneal site's training forwards use ν + ``nu_step`` (the increment of the step in
+    progress, as seed 004); 0 restores plain ν. Penalty sites are unaffected."""
+    if not math.isfinite(nu_step) or nu_step < 0:
+        raise ValueError(f"activation.nu_step={nu_step!r} must be finite and >= 0")
+    for _, module in relu_alpha_modules(model):
+        if module.mode == "anneal":
+            module.step_nu = float(nu_step)
 
 
 def anneal_step(model: nn.Module, nu_step: float) -> None:

@@ -40,19 +40,27 @@ vgg11/13/16/19 and *_bn: torchvision's VGG (HP): blocks ``stage1..stage5`` (one 
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 from collections import OrderedDict
+from types import ModuleType
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import torch
 from torch import nn
-from torchvision.models import WeightsEnum
-from torchvision.models import convnext as tv_convnext
-from torchvision.models import resnet as tv_resnet
-from torchvision.models import vgg as tv_vgg
+
+if TYPE_CHECKING:
+    from torchvision.models import WeightsEnum
 
 from latentgeo.models.base import ActivationFactory, Backbone, BackboneSpec, register_model
 from latentgeo.models.common import require_min_input_size
+
+
+def tv(module: str) -> ModuleType:
+    """``torchvision.models.<module>``, imported when a torchvision-backed model is first built:
+    torchvision's model zoo costs seconds to import, and most runs never need it."""
+    return importlib.import_module(f"torchvision.models.{module}")
 
 
 def fetch_state_dict(weights: WeightsEnum, model_name: str) -> dict[str, torch.Tensor]:
@@ -111,11 +119,11 @@ def _torchvision_resnet18_parts(width: int) -> nn.ModuleDict:
         downsample = None
         if stride != 1 or in_channels != channels:
             downsample = nn.Sequential(
-                tv_resnet.conv1x1(in_channels, channels, stride), nn.BatchNorm2d(channels)
+                tv("resnet").conv1x1(in_channels, channels, stride), nn.BatchNorm2d(channels)
             )
         parts[f"layer{index + 1}"] = nn.Sequential(
-            tv_resnet.BasicBlock(in_channels, channels, stride, downsample),
-            tv_resnet.BasicBlock(channels, channels),
+            tv("resnet").BasicBlock(in_channels, channels, stride, downsample),
+            tv("resnet").BasicBlock(channels, channels),
         )
         in_channels = channels
     for module in parts.modules():  # torchvision's ResNet.__init__ initialisation
@@ -134,7 +142,7 @@ def resnet18_tv(spec: BackboneSpec, activation: ActivationFactory) -> Backbone:
     _check_native_activation(activation, nn.ReLU, "resnet18_tv", width)
     parts = _torchvision_resnet18_parts(width)
     if spec.pretrained:
-        state = fetch_state_dict(tv_resnet.ResNet18_Weights.DEFAULT, "resnet18_tv")
+        state = fetch_state_dict(tv("resnet").ResNet18_Weights.DEFAULT, "resnet18_tv")
         parts.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")})
     in_channels = spec.input_shape[0]
     if in_channels != 3:
@@ -159,14 +167,14 @@ def convnext_t(spec: BackboneSpec, activation: ActivationFactory) -> Backbone:
     width = spec.width or 96
     _check_native_activation(activation, nn.GELU, "convnext_t", 4 * width)
     block_setting = [  # torchvision's convnext_tiny, channels scaled by width/96
-        tv_convnext.CNBlockConfig(width, 2 * width, 3),
-        tv_convnext.CNBlockConfig(2 * width, 4 * width, 3),
-        tv_convnext.CNBlockConfig(4 * width, 8 * width, 9),
-        tv_convnext.CNBlockConfig(8 * width, None, 3),
+        tv("convnext").CNBlockConfig(width, 2 * width, 3),
+        tv("convnext").CNBlockConfig(2 * width, 4 * width, 3),
+        tv("convnext").CNBlockConfig(4 * width, 8 * width, 9),
+        tv("convnext").CNBlockConfig(8 * width, None, 3),
     ]
-    model = tv_convnext.ConvNeXt(block_setting, stochastic_depth_prob=0.1)
+    model = tv("convnext").ConvNeXt(block_setting, stochastic_depth_prob=0.1)
     if spec.pretrained:
-        model.load_state_dict(fetch_state_dict(tv_convnext.ConvNeXt_Tiny_Weights.DEFAULT,
+        model.load_state_dict(fetch_state_dict(tv("convnext").ConvNeXt_Tiny_Weights.DEFAULT,
                                                "convnext_t"))
     in_channels = spec.input_shape[0]
     if in_channels != 3:
@@ -203,15 +211,15 @@ def _vgg(
     name: str,
     config: str,
     batch_norm: bool,
-    weights: WeightsEnum,
+    weights: str,
     spec: BackboneSpec,
     activation: ActivationFactory,
 ) -> Backbone:
     require_min_input_size(spec, name, 32, "five 2x2 max-pools divide H and W by 32")
     _check_pretrained_width(spec, name, 64)
     width = spec.width or 64
-    cfg = [v if v == "M" else v // 64 * width for v in tv_vgg.cfgs[config]]
-    features = tv_vgg.make_layers(cfg, batch_norm=batch_norm)
+    cfg = [v if v == "M" else v // 64 * width for v in tv("vgg").cfgs[config]]
+    features = tv("vgg").make_layers(cfg, batch_norm=batch_norm)
     last_channels, hidden = cfg[-2], 64 * width  # 512 and 4096 at the default width
     classifier = nn.Sequential(  # torchvision's VGG.classifier without its last Linear
         nn.Linear(last_channels * 7 * 7, hidden),
@@ -232,7 +240,7 @@ def _vgg(
             nn.init.normal_(module.weight, 0, 0.01)
             nn.init.zeros_(module.bias)
     if spec.pretrained:
-        state = fetch_state_dict(weights, name)
+        state = fetch_state_dict(getattr(tv("vgg"), weights).DEFAULT, name)
         nn.ModuleDict({"features": features, "classifier": classifier}).load_state_dict(
             {k: v for k, v in state.items() if not k.startswith("classifier.6.")}
         )
@@ -256,15 +264,15 @@ def _vgg(
     return Backbone(nn.Identity(), blocks, nn.Identity(), feature_dim=hidden)
 
 
-VGG_VARIANTS = {  # name: (torchvision cfg key, batch norm, weights)
-    "vgg11": ("A", False, tv_vgg.VGG11_Weights.DEFAULT),
-    "vgg13": ("B", False, tv_vgg.VGG13_Weights.DEFAULT),
-    "vgg16": ("D", False, tv_vgg.VGG16_Weights.DEFAULT),
-    "vgg19": ("E", False, tv_vgg.VGG19_Weights.DEFAULT),
-    "vgg11_bn": ("A", True, tv_vgg.VGG11_BN_Weights.DEFAULT),
-    "vgg13_bn": ("B", True, tv_vgg.VGG13_BN_Weights.DEFAULT),
-    "vgg16_bn": ("D", True, tv_vgg.VGG16_BN_Weights.DEFAULT),
-    "vgg19_bn": ("E", True, tv_vgg.VGG19_BN_Weights.DEFAULT),
+VGG_VARIANTS = {  # name: (torchvision cfg key, batch norm, torchvision weights enum)
+    "vgg11": ("A", False, "VGG11_Weights"),
+    "vgg13": ("B", False, "VGG13_Weights"),
+    "vgg16": ("D", False, "VGG16_Weights"),
+    "vgg19": ("E", False, "VGG19_Weights"),
+    "vgg11_bn": ("A", True, "VGG11_BN_Weights"),
+    "vgg13_bn": ("B", True, "VGG13_BN_Weights"),
+    "vgg16_bn": ("D", True, "VGG16_BN_Weights"),
+    "vgg19_bn": ("E", True, "VGG19_BN_Weights"),
 }
 
 for _name, (_config, _batch_norm, _weights) in VGG_VARIANTS.items():

@@ -21,7 +21,11 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1]))
+if __name__ == "__main__" and "latentgeo" not in sys.modules:
+    try:
+        import latentgeo  # noqa: F401  (installed)
+    except ImportError:
+        sys.path.insert(0, str(HERE.parents[1]))
 
 BASE = ["dataset=synthetic", "dataset.train_size=256", "dataset.test_size=64",
         "trainer.batch_size=32", "trainer.eval_batch_size=128", "metrics.every=1",
@@ -36,8 +40,9 @@ RUNS = {
         "optimizer=adamw", "optimizer.lr=2e-3", "schedule=step", "schedule.start_epoch=0",
         "schedule.step_size=1", "head.gamma_factor=2.0", "metrics=all", "metrics.every=1",
         "metrics.ood.dataset=digits", "metrics.perturbation.samples=8",
-        "metrics.dib.every=2", "metrics.dib.epochs=1", "metrics.dib.blocks=[stem,layer4]",
-        "metrics.reinit.at_end=true", "trainer.snapshot_epochs=[1]"],
+        "metrics.dib.when=every:2", "metrics.dib.epochs=1", "metrics.dib.minimality_epochs=1",
+        "metrics.dib.blocks=[stem,layer4]",
+        "metrics.reinit.when=last", "trainer.snapshot_epochs=[1]"],
     # ReLU_α per channel with the L1 penalty and oscillation freezing; lin_pen; cosine; SGD
     "relu_alpha_penalty": BASE + [
         "model=cnn3", "model.width=4", "model.activation=relu_alpha", "head=lin_pen",
@@ -79,6 +84,20 @@ def record() -> dict[str, list[dict]]:
     return out
 
 
+def by_epoch(runs: dict[str, list[dict]]) -> dict[str, dict[str, dict]]:
+    """Per run, the values of each epoch merged (the refactor may regroup an epoch's events)."""
+    merged: dict[str, dict[str, dict]] = {}
+    for name, events in runs.items():
+        if isinstance(events, dict):  # already merged
+            merged[name] = events
+            continue
+        for event in events:
+            merged.setdefault(name, {}).setdefault(str(event["epoch"]), {}).update(
+                {k: v for k, v in event.items() if k != "step" or "step" not in
+                 merged[name].get(str(event["epoch"]), {})})
+    return merged
+
+
 def differences(expected, actual, path="") -> list[str]:
     if isinstance(expected, dict) and isinstance(actual, dict):
         found = [f"{path}: keys only in golden {sorted(set(expected) - set(actual))[:5]}, "
@@ -102,14 +121,14 @@ def main() -> int:
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    recorded = record()
+    recorded = by_epoch(record())
     path = HERE / "metrics.json"
     if args.check:
-        diffs = differences(json.loads(path.read_text()), recorded)
+        diffs = differences(by_epoch(json.loads(path.read_text())), recorded)
         print("\n".join(diffs[:40]) or "identical")
         return 1 if diffs else 0
     path.write_text(json.dumps(recorded, indent=1, sort_keys=True) + "\n")
-    print(f"wrote {path}: " + ", ".join(f"{k} {len(v)} events" for k, v in recorded.items()))
+    print(f"wrote {path}: " + ", ".join(f"{k} {len(v)} epochs" for k, v in recorded.items()))
     return 0
 
 

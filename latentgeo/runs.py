@@ -1,0 +1,95 @@
+"""``python -m latentgeo.runs [DIR] [--state failed|running|dead|ok|interrupted]``
+
+Lists the runs and sweeps under DIR (default: the outputs folder, ``$LATENTGEO_OUTPUT`` or
+``outputs``): name, state, epoch / epochs, best test accuracy, age, and the reason when the run
+did not end ok. A run whose status.json says ``running`` but whose process is gone (no live
+owner of its lock: SIGKILL, a lost node) is shown ``dead``, never ``running``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+from pathlib import Path
+
+from latentgeo.records import RunDir, find_all_runs
+
+REASON_WIDTH = 70
+
+
+def age(iso: str | None, now: dt.datetime | None = None) -> str:
+    """``3m``, ``5h``, ``2d`` since an ISO time; ``-`` when unknown."""
+    if not iso:
+        return "-"
+    try:
+        then = dt.datetime.fromisoformat(iso)
+    except ValueError:
+        return "-"
+    seconds = ((now or dt.datetime.now(dt.timezone.utc)) - then).total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(max(seconds, 0))}s"
+
+
+def row(run: RunDir, root: Path) -> list[str]:
+    status = run.status() or {}
+    config = run.flat_config()
+    summary = run.summary() or {}
+    best = summary.get("best/test/accuracy")
+    if best is None:  # a run still going: the best so far from its events
+        accuracies = [e["test/accuracy"] for e in run.events()
+                      if isinstance(e.get("test/accuracy"), (int, float))]
+        best = max(accuracies) if accuracies else None
+    state = run.shown_state
+    reason = "" if state == "ok" else (run.reason or "")
+    if state == "dead":
+        reason = "no live process holds the run (killed?); rerun the same command to resume"
+    reason = reason.splitlines()[0] if reason else ""
+    if len(reason) > REASON_WIDTH:
+        reason = reason[:REASON_WIDTH - 3] + "..."
+    epochs = config.get("trainer.epochs", "?")
+    return [str(run.dir.relative_to(root)) if run.dir != root else run.dir.name, state,
+            f"{status.get('epoch', 0) if status else '-'}/{epochs}",
+            "-" if best is None else f"{best:.4f}",
+            age(status.get("ended") or status.get("resumed_at") or status.get("started")),
+            reason]
+
+
+def table(rows: list[list[str]]) -> str:
+    header = ["run", "state", "epoch", "best test acc", "age", "reason"]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m latentgeo.runs",
+                                     description=__doc__.split("\n\n")[1])
+    parser.add_argument("dir", nargs="?", type=Path,
+                        default=Path(os.environ.get("LATENTGEO_OUTPUT", "outputs")))
+    parser.add_argument("--state", choices=("ok", "failed", "running", "dead", "interrupted",
+                                            "missing", "unreadable"),
+                        help="only runs in this state")
+    args = parser.parse_args(argv)
+    if not args.dir.is_dir():
+        print(f"error: {args.dir} is not a directory", file=sys.stderr)
+        return 2
+    runs = find_all_runs(args.dir)
+    rows = [row(run, args.dir) for run in runs]
+    if args.state:
+        rows = [r for r in rows if r[1] == args.state]
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r[1]] = counts.get(r[1], 0) + 1
+    print(table(rows) if rows else f"no runs under {args.dir}"
+          + (f" in state {args.state}" if args.state else ""))
+    if rows:
+        print(", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""``python -m latentgeo.evaluate``: any checkpoint, the run's own families or overridden ones,
+the run's final numbers reproduced exactly, the training record left untouched."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from latentgeo import evaluate
+from latentgeo.records import RunDir
+from latentgeo.train import train
+from tests.conftest import TINY, compose_cfg
+
+# values of an epoch that evaluation cannot (and must not) reproduce: training-loop state
+TRAINING_ONLY = ("lr", "gamma", "step", "train/running_loss", "train/running_accuracy")
+
+
+def digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("evaluate") / "run"
+    cfg = compose_cfg(TINY + ["trainer.epochs=2", "trainer.snapshot_epochs=[1]",
+                              "metrics.perturbation.samples=16", "trainer.deterministic=true",
+                              "metrics.every=2"])
+    train(cfg, run_dir)
+    return run_dir
+
+
+def test_last_with_the_runs_own_families_reproduces_its_final_values_exactly(trained):
+    record = {name: digest(trained / name) for name in ("metrics.jsonl", "status.json",
+                                                         "summary.json", "config.yaml")}
+    assert evaluate.main([str(trained)]) == 0
+    final = RunDir(trained).events()[-1]
+    values = RunDir(trained).evaluations()["last"]
+    assert values["checkpoint"] == "last" and values["epoch"] == final["epoch"] == 2
+    compared = [k for k in final if k not in TRAINING_ONLY and not k.startswith("time/")]
+    assert len(compared) > 30 and "test/perturbation/score" in compared
+    assert {k: values[k] for k in compared} == {k: final[k] for k in compared}
+    assert {name: digest(trained / name) for name in record} == record  # record untouched
+
+
+def test_all_checkpoints_and_overridden_families(trained, capsys):
+    assert evaluate.main([str(trained), "checkpoint=all", "metrics=all",
+                          "metrics.perturbation.when=off"]) == 0
+    evaluations = RunDir(trained).evaluations()
+    assert sorted(evaluations) == ["epoch_0001", "init", "last"]
+    assert [evaluations[c]["epoch"] for c in ("init", "epoch_0001", "last")] == [0, 1, 2]
+    init = evaluations["init"]
+    assert "test/nc1/layer4" in init and "test/perturbation/score" not in init
+    assert init["init_distance/backbone.stem.0/l2"] == 0.0  # init is its own init
+    assert evaluations["epoch_0001"]["init_distance/backbone.stem.0/l2"] > 0
+    # metrics=all stores x_pen: the files go to eval/<checkpoint>/, not into the record
+    assert (trained / "eval" / "init" / "penultimate.npz").is_file()
+    assert not (trained / "penultimate.npz").exists()
+    assert "per-layer values" in capsys.readouterr().out
+
+
+def test_a_missing_checkpoint_or_a_fixed_group_is_a_clear_error(trained, capsys):
+    assert evaluate.main([str(trained), "checkpoint=epoch_0007"]) == 2
+    err = capsys.readouterr().err
+    assert "epoch_0007" in err and "['init', 'epoch_0001', 'last']" in err
+    assert evaluate.main([str(trained), "model=mlp"]) == 2
+    assert "fixed by the checkpoint" in capsys.readouterr().err
+    assert evaluate.main([str(trained), "metrics.nc1.when=sometimes"]) == 2
+    assert "metrics.nc1.when='sometimes'" in capsys.readouterr().err
+    assert evaluate.main([str(trained.parent / "nothing")]) == 2

@@ -1,0 +1,268 @@
+"""Fault injection on tiny real runs: real signals, real processes, real damaged files.
+After each fault the record (status.json, metrics.jsonl, summary.json) must say what happened,
+and the documented recovery must work."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from latentgeo.build import validate
+from latentgeo.config import ConfigError
+from latentgeo.data import load_dataset
+from latentgeo.records import RunDir
+from latentgeo.train import train
+from tests.conftest import REPO, TINY, compose_cfg, run_cli
+
+# slow enough to be caught mid-run (≈ 0.5-1 s per epoch on this CPU), deterministic
+SLOW = [*TINY, "trainer.epochs=12", "dataset.train_size=1024", "metrics=none",
+        "trainer.deterministic=true", "trainer.num_threads=1"]
+
+
+def start_cli(args: list[str], out: Path) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LATENTGEO_OUTPUT": str(out)}
+    return subprocess.Popen([sys.executable, "-m", "latentgeo.train", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def run_dir_of(out: Path) -> RunDir:
+    (path,) = (out / "runs").iterdir()
+    return RunDir(path)
+
+
+def wait_for(predicate, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the run never got there")
+        time.sleep(0.05)
+
+
+def epochs_of(run: RunDir) -> list[int]:
+    return [e["epoch"] for e in RunDir(run.dir).events()]
+
+
+def checkpointed_epoch(run: RunDir) -> int:
+    status = RunDir(run.dir).status() or {}
+    return int(status.get("epoch") or 0)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> list[dict]:
+    """The events of the SLOW run without any fault: what every recovery must reproduce."""
+    out = tmp_path_factory.mktemp("reference")
+    result = run_cli(SLOW, env={"LATENTGEO_OUTPUT": str(out)})
+    assert result.returncode == 0, result.stderr
+    return strip_times(run_dir_of(out).events())
+
+
+def strip_times(events: list[dict]) -> list[dict]:
+    return [{k: v for k, v in e.items() if not k.startswith("time/")} for e in events]
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_is_recorded_interrupted_and_the_rerun_resumes_to_the_same_numbers(
+        signum, code, tmp_path, uninterrupted):
+    process = start_cli(SLOW, tmp_path)
+    wait_for(lambda: (tmp_path / "runs").is_dir() and any((tmp_path / "runs").iterdir())
+             and checkpointed_epoch(run_dir_of(tmp_path)) >= 2)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == code, stderr
+    run = run_dir_of(tmp_path)
+    status = run.status()
+    name = signal.Signals(signum).name
+    assert status["state"] == "interrupted" and name in status["reason"]
+    assert "rerun the same command to resume" in status["reason"]
+    assert f"interrupted by {name}" in stderr
+    kept = status["epoch"]  # the last complete (checkpointed) epoch
+    assert 2 <= kept < 12 and epochs_of(run)[:kept] == list(range(1, kept + 1))
+    result = run_cli(SLOW, env={"LATENTGEO_OUTPUT": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert RunDir(run.dir).state == "ok"
+    assert strip_times(RunDir(run.dir).events()) == uninterrupted
+
+
+def test_a_second_writer_is_refused_at_once_naming_the_holder(tmp_path):
+    first = start_cli(SLOW, tmp_path)
+    wait_for(lambda: (tmp_path / "runs").is_dir() and any((tmp_path / "runs").iterdir())
+             and checkpointed_epoch(run_dir_of(tmp_path)) >= 1)
+    second = run_cli(SLOW, env={"LATENTGEO_OUTPUT": str(tmp_path)}, timeout=120)
+    assert second.returncode == 2
+    assert f"pid {first.pid}" in second.stderr and "is writing" in second.stderr
+    first.communicate(timeout=120)
+    assert first.returncode == 0
+    run = run_dir_of(tmp_path)
+    assert run.state == "ok" and epochs_of(run) == list(range(1, 13))  # nothing twice
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
+    cfg = compose_cfg([*TINY, "metrics=none"])
+    (tmp_path / ".lock").write_text(json.dumps({"pid": 999999, "host": "gone"}))
+    train(cfg, tmp_path)
+    assert RunDir(tmp_path).state == "ok"
+
+
+def kill_after(tmp_path: Path, epoch: int, args=SLOW) -> RunDir:
+    process = start_cli(args, tmp_path)
+    wait_for(lambda: (tmp_path / "runs").is_dir() and any((tmp_path / "runs").iterdir())
+             and checkpointed_epoch(run_dir_of(tmp_path)) >= epoch)
+    process.kill()
+    process.communicate(timeout=60)
+    return run_dir_of(tmp_path)
+
+
+def test_a_damaged_last_checkpoint_fails_clearly_with_the_recovery(tmp_path):
+    run = kill_after(tmp_path, 1)
+    run.last_checkpoint.write_bytes(run.last_checkpoint.read_bytes()[:100])  # truncated
+    result = run_cli(SLOW, env={"LATENTGEO_OUTPUT": str(tmp_path)})
+    assert result.returncode == 2
+    assert "last.pt" in result.stderr and "trainer.resume=false" in result.stderr
+    assert "Traceback" not in result.stderr
+    status = RunDir(run.dir).status()
+    assert status["state"] == "failed" and "trainer.resume=false" in status["reason"]
+    recovered = run_cli([*SLOW, "trainer.resume=false"], env={"LATENTGEO_OUTPUT": str(tmp_path)})
+    assert recovered.returncode == 0, recovered.stderr
+
+
+def test_an_unreadable_status_file_does_not_leave_the_run_running(tmp_path):
+    run = kill_after(tmp_path, 1)
+    run.artifact("status").write_text("{not json")
+    result = run_cli(SLOW, env={"LATENTGEO_OUTPUT": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert RunDir(run.dir).state == "ok" and epochs_of(run) == list(range(1, 13))
+
+
+def test_lost_events_are_restored_from_the_checkpoint_never_ok_with_gaps(tmp_path,
+                                                                          uninterrupted):
+    run = kill_after(tmp_path, 3)
+    run.artifact("metrics").unlink()  # lost between the kill and the rerun
+    result = run_cli(SLOW, env={"LATENTGEO_OUTPUT": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert strip_times(RunDir(run.dir).events()) == uninterrupted
+    status = RunDir(run.dir).status()
+    assert "restored" in status.get("repaired", "")
+    summary = RunDir(run.dir).summary()
+    best = max(uninterrupted, key=lambda e: e.get("test/accuracy", -1))
+    assert summary["best_epoch"] == best["epoch"]
+
+
+def test_events_deleted_while_the_run_goes_on_are_rewritten_at_the_end(tmp_path,
+                                                                       uninterrupted):
+    process = start_cli(SLOW, tmp_path)
+    wait_for(lambda: (tmp_path / "runs").is_dir() and any((tmp_path / "runs").iterdir())
+             and checkpointed_epoch(run_dir_of(tmp_path)) >= 2)
+    run_dir_of(tmp_path).artifact("metrics").unlink()
+    process.communicate(timeout=120)
+    assert process.returncode == 0
+    run = run_dir_of(tmp_path)
+    assert strip_times(run.events()) == uninterrupted
+    assert "metrics.jsonl" in run.status()["repaired"]
+
+
+@pytest.mark.parametrize("kill_point", ["before the first checkpoint",
+                                        "between the event and the checkpoint"])
+def test_no_event_is_duplicated_after_a_kill(kill_point, tmp_path, uninterrupted):
+    args = [*SLOW, "metrics.hyperplanes.when=init+every:1"]  # an epoch-0 event
+    if kill_point == "before the first checkpoint":
+        process = start_cli(args, tmp_path)
+        wait_for(lambda: (tmp_path / "runs").is_dir() and any((tmp_path / "runs").iterdir())
+                 and epochs_of(run_dir_of(tmp_path)) == [0])
+        process.kill()
+        process.communicate(timeout=60)
+        run = run_dir_of(tmp_path)
+        assert not run.last_checkpoint.exists()
+    else:
+        run = kill_after(tmp_path, 2, args)
+        kept = checkpointed_epoch(run)
+        events = RunDir(run.dir).events()
+        # the event of the next epoch written, its checkpoint not (the kill came between)
+        with open(run.artifact("metrics"), "a") as f:
+            f.write(json.dumps({**events[-1], "epoch": kept + 1}) + "\n")
+    result = run_cli(args, env={"LATENTGEO_OUTPUT": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert epochs_of(run) == list(range(0, 13))
+
+
+def test_files_honour_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        train(compose_cfg([*TINY, "metrics=none", "trainer.epochs=1"]), tmp_path)
+    finally:
+        os.umask(old)
+    for name in ("config.yaml", "status.json", "summary.json", "metrics.jsonl",
+                 "checkpoints/last.pt", "checkpoints/init.pt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
+
+
+def test_a_refused_rerun_touches_nothing_in_the_run_dir(tmp_path):
+    run_dir = tmp_path / "fixed"
+    first = run_cli([*TINY, "metrics=none", "trainer.epochs=1", f"hydra.run.dir={run_dir}"])
+    assert first.returncode == 0, first.stderr
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in run_dir.rglob("*")
+              if p.is_file()}
+    refused = run_cli([*TINY, "metrics=none", "trainer.epochs=2", f"hydra.run.dir={run_dir}"])
+    assert refused.returncode == 2 and "different config" in refused.stderr
+    after = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in run_dir.rglob("*")
+             if p.is_file()}
+    assert after == before
+
+
+def test_concurrent_first_use_of_a_shared_data_root(tmp_path):
+    mirror = Path("/usr/share/datasets/fashion-mnist")
+    if not mirror.is_dir():
+        if os.environ.get("LATENTGEO_REQUIRE_DATA") == "1":
+            pytest.fail(f"{mirror} is missing (and LATENTGEO_REQUIRE_DATA=1)")
+        pytest.skip(f"{mirror} is missing: apt-get install dataset-fashion-mnist")
+    code = ("import sys; from types import SimpleNamespace as N; "
+            "from latentgeo.data.datasets import DATASETS; "
+            "d = DATASETS['fashion_mnist'](N(name='fashion_mnist', root=sys.argv[1], "
+            "download=False)); print(len(d.train.y), len(d.test.y))")
+    processes = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "root")],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(3)]
+    for process in processes:
+        stdout, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr
+        assert stdout.split() == ["60000", "10000"]
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["dataset=synthetic", "dataset.train_size=0"], "dataset.train_size"),
+    (["dataset=synthetic", "dataset.image_size=0"], "dataset.image_size"),
+    (["dataset=digits", "dataset.train_subset.size_per_class=0"],
+     "dataset.train_subset.size_per_class"),
+    (["name=" + "x" * 300], "name"),
+])
+def test_bad_values_are_validated_errors(overrides, key):
+    with pytest.raises(ConfigError, match=rf"{key}=.* is not allowed"):
+        validate(compose_cfg(overrides))
+
+
+def test_classes_outside_the_data_set_are_a_validated_error():
+    cfg = compose_cfg(["dataset=digits", "dataset.classes=[0,42]"])
+    with pytest.raises(ConfigError, match=r"dataset.classes=\[0, 42\] is not allowed: .*0..9"):
+        load_dataset(cfg.dataset)
+
+
+def test_validation_errors_exit_2_without_a_traceback(tmp_path):
+    bad = tmp_path / "conf" / "model"
+    bad.mkdir(parents=True)
+    (bad / "broken.yaml").write_text("name: mlp\nwidths: [1, 2\n")
+    for args, needle in (([*TINY, "trainer.device=cuda"], "trainer.device='cuda'"),
+                         ([*TINY, "name=" + "y" * 300], "name="),
+                         (["--config-dir", str(tmp_path / "conf"), "model=broken"],
+                          "broken.yaml")):
+        result = run_cli(args, env={"LATENTGEO_OUTPUT": str(tmp_path / "out"),
+                                    "CUDA_VISIBLE_DEVICES": ""})
+        assert result.returncode == 2, (args, result.stderr)
+        assert needle in result.stderr and "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) <= 6, result.stderr
