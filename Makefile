@@ -19,8 +19,11 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(PY) -m latentgeo.demo
 
+# two workers of one thread each (pytest-xdist); a file's tests stay on one worker, so module
+# fixtures such as the local Slurm start once
 test: setup
-	OMP_NUM_THREADS=2 $(PY) -m pytest -q --durations=15 -m "not findings" tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile --durations=15 -m "not findings" tests \
+	  || { code=$$?; [ $$code -ne 5 ] || echo "pytest collected no tests" >&2; exit $$code; }
 
 # the seeds' published effects, reproduced on small real-data runs (tests/findings/, ~15 min
 # on 2 cores); pytest's exit 5 (nothing collected) fails with a message

@@ -303,6 +303,7 @@ class TrainerConfig:
     # debugging (conf/debug/): at most this many batches per epoch / per evaluation pass
     limit_train_batches: int | None = None
     limit_eval_batches: int | None = None
+    overfit_batches: int | None = None  # train on the first N batches, unshuffled, no augment
     profile_steps: int = 0  # > 0: torch profiler trace of the first N steps -> profile/
     # speed switches (benchmarks/switches.py measures them): all off by default, since on CPU
     # bf16 autocast is 6-65x slower and compile costs 18-50 s per model for no gain
@@ -413,7 +414,7 @@ def check_values(cfg: TrainConfig) -> None:
     check(t.epochs >= 1, "trainer.epochs", t.epochs, ">= 1")
     check(t.batch_size >= 1, "trainer.batch_size", t.batch_size, ">= 1")
     check(t.eval_batch_size >= 1, "trainer.eval_batch_size", t.eval_batch_size, ">= 1")
-    for key in ("limit_train_batches", "limit_eval_batches"):
+    for key in ("limit_train_batches", "limit_eval_batches", "overfit_batches"):
         value = getattr(t, key)
         check(value is None or value >= 1, f"trainer.{key}", value, "null or >= 1")
     check(t.profile_steps >= 0, "trainer.profile_steps", t.profile_steps, ">= 0 (0 = off)")

@@ -8,8 +8,10 @@ when is the families registry's business (``latentgeo.families``), never the loo
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import numpy as np
@@ -82,10 +84,12 @@ def fit(cfg: TrainConfig, run: RunDir, model: Classifier, data: DataBundle, load
             event: dict[str, Any] = {"epoch": epoch, "step": epoch * steps_per_epoch, "lr": lr}
             if gamma is not None:
                 event["gamma"] = gamma
-            loss_fn = classifier_loss(gamma, alphas.penalty if alphas else None)
-            event.update(train_epoch(train_model, loaders.train, optimizer, epoch, loss_fn, bar,
-                                     after_step=alphas.after_step if alphas else None,
-                                     autocast_dtype=autocast))
+            loss_fn = classifier_loss(gamma, alphas.penalty if alphas else None,
+                                      cfg.head.penalty)
+            with profiling(run, trainer.profile_steps if epoch == start_epoch + 1 else 0,
+                           alphas.after_step if alphas else None) as after_step:
+                event.update(train_epoch(train_model, loaders.train, optimizer, epoch, loss_fn,
+                                         bar, after_step=after_step, autocast_dtype=autocast))
             event["time/epoch_s"] = time.perf_counter() - tic
             if compile_s is not None and epoch == start_epoch + 1:
                 event["time/compile_s"] = compile_s  # excluded from time/epoch_s
@@ -99,6 +103,29 @@ def fit(cfg: TrainConfig, run: RunDir, model: Classifier, data: DataBundle, load
     finally:
         bar.close()
     return events
+
+
+@contextlib.contextmanager
+def profiling(run: RunDir, steps: int, after_step: Callable[[], None] | None
+              ) -> Iterator[Callable[[], None] | None]:
+    """``trainer.profile_steps``: the torch profiler over the first ``steps`` optimizer steps,
+    its trace written to ``profile/trace.json`` (open in Perfetto or chrome://tracing).
+    Yields the after-step hook to use (the run's own, plus the profiler's step)."""
+    if not steps:
+        yield after_step
+        return
+    path = run.artifact("profile") / "trace.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    schedule = torch.profiler.schedule(wait=0, warmup=0, active=steps, repeat=1)
+    with torch.profiler.profile(schedule=schedule, record_shapes=True,
+                                on_trace_ready=lambda p: p.export_chrome_trace(str(path))
+                                ) as profiler:
+        def step() -> None:
+            if after_step is not None:
+                after_step()
+            profiler.step()
+
+        yield step
 
 
 def record(run: RunDir, sink: Sink | None, point: families.Point, cfg: TrainConfig,

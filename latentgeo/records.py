@@ -219,6 +219,7 @@ ARTIFACTS = {
     "eval": "eval",  # eval/<checkpoint>.json from ``python -m latentgeo.evaluate``
     "lock": ".lock",  # held by the process writing the run dir (``RunDir.owned``)
     "log": "train.log",  # one line per epoch (and Hydra's job log)
+    "profile": "profile",  # trainer.profile_steps: torch profiler trace (Chrome / Perfetto)
     "launcher": "launcher.json",  # hydra/launcher=workstation: device, pid, start/end, exit
     "job_log": "job.log",  # hydra/launcher=workstation: the job process's output
 }
@@ -530,6 +531,15 @@ class RunDir:
         atomic_write_json(self.artifact("summary"), summary)
         self._status.update(state="ok", reason=None, ended=now())
         self._write_status()
+
+    def add_to_summary(self, values: dict[str, Any]) -> None:
+        """A post-hoc analysis's results (``dib/…``, ``reinit/…``) into a finished run's
+        summary.json, where aggregate and ``results.load_runs`` see them."""
+        summary = self.summary()
+        if summary is None:
+            return  # not finished ok: its summary is written when it is
+        atomic_write_json(self.artifact("summary"), {**summary, **values})
+        self._cache.pop("summary", None)
 
     def close_lost(self, state: str, reason: str) -> None:
         """For a supervisor (a launcher) whose job process died without recording its end:

@@ -1,9 +1,11 @@
 """Every number of four fixed tiny deterministic runs equals the golden record, bit for bit.
 
 ``tests/golden/metrics.json`` was recorded before the second-wave refactor (layers, metric
-families as plug-ins, typed configs); it covers every metric family, every head, schedule and
-optimizer, ReLU_α in both modes and the LR range test. A change that moves a number fails here.
-Re-record only for a deliberate change of a number: ``python tests/golden/record.py``.
+families as plug-ins, typed configs), which left every number equal; it covers every metric
+family, every head, schedule and optimizer, ReLU_α in both modes and the LR range test. One
+deliberate change since: ReLU_α's anneal mode now uses ν = 0.01·t at step t as UN's notebook
+(issue 18), which re-recorded the ``relu_alpha_anneal_lr_auto`` run only. A change that moves a
+number fails here. Re-record only for a deliberate change: ``python tests/golden/record.py``.
 """
 
 from __future__ import annotations

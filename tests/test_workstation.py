@@ -145,7 +145,8 @@ def test_trainer_presets_extend_default_for_cpu_and_gpu():
     assert (default["epochs"], default["batch_size"]) == (800, 128)
     # the command line and experiments still override a preset
     cfg = compose_cfg(["trainer=gpu", "trainer.precision=32", "experiment=demo"])
-    assert (cfg.trainer.precision, cfg.trainer.compile, cfg.trainer.epochs) == ("32", "default", 30)
+    assert (cfg.trainer.precision, cfg.trainer.compile, cfg.trainer.epochs) == ("32", "default",
+                                                                                200)
 
 
 # ----------------------------------------------------------------------------- real sweeps

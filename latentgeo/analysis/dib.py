@@ -423,6 +423,7 @@ def run_command(args: argparse.Namespace) -> int:
         return 2
     run.run.log({"epoch": run.epoch, "step": run.epoch * run.steps_per_epoch, **values,
                  "time/dib_s": elapsed})
+    run.run.add_to_summary(values)
     entropies = {split: split_entropies(getattr(run.data, split).y.long(), run.num_classes)
                  for split in splits}
     print(f"{run.run.dir}: epoch {run.epoch}, DIB in {elapsed:.1f} s on {run.device}")

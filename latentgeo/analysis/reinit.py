@@ -296,6 +296,7 @@ def run_command(args: argparse.Namespace) -> int:
     result = reinit_robustness(run.model, run.loaders.eval["test"].epoch, sources, layers,
                                run.num_classes, seed)
     json_path, png_path = write_reinit(run.run, result)
+    run.run.add_to_summary(reinit_events(result))
     print(format_table(result))
     print(f"wrote {json_path} and {png_path}")
     return 0

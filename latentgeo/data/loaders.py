@@ -85,8 +85,12 @@ def make_loaders(dataset: DatasetConfig, trainer: TrainerConfig, metrics: Metric
         made.max_batches = limit
         return made
 
-    train = loader(data.train, trainer.batch_size, trainer.limit_train_batches, shuffle=True,
-                   augment=dataset.augment, seed=trainer.seed)
+    if trainer.overfit_batches:  # the same few batches every epoch: the loss must go to ~0
+        train = loader(data.train, trainer.batch_size, trainer.overfit_batches, shuffle=False,
+                       augment=False, seed=trainer.seed)
+    else:
+        train = loader(data.train, trainer.batch_size, trainer.limit_train_batches,
+                       shuffle=True, augment=dataset.augment, seed=trainer.seed)
     splits = {name: getattr(data, name) for name in EVAL_SPLITS if getattr(data, name) is not None}
     if metrics.train_subset is not None:
         splits["train"] = stratified_sample(data.train, metrics.train_subset, metrics.seed)
