@@ -6,8 +6,12 @@ overrides such as ``metrics=all`` or ``metrics.ood.dataset=svhn``. Prints a tabl
 ``RUN_DIR/eval/<checkpoint>.json``: a flat dict of the same names as metrics.jsonl plus
 ``epoch`` and ``checkpoint``; the files a family writes (reinit.json, penultimate.npz, ...) go
 to ``RUN_DIR/eval/<checkpoint>/``. ``checkpoint=all`` evaluates init, every snapshot and last.
-The training record is never changed; on a run that is still going the checkpoint read is a
-complete one (checkpoints are written by atomic rename).
+The results also reach the run's summary as ``eval/<checkpoint>/<metric>`` (summary.json and,
+for a run that logs to wandb, its wandb run's summary), and, with wandb, a run of its own
+(``job_type=evaluate``, same group, the metrics over the evaluated epochs). The training record
+(metrics.jsonl, status.json, checkpoints, its summary keys) is never changed; on a run that is
+still going the checkpoint read is a complete one (checkpoints are written by atomic rename)
+and the summary is left alone (it is written when the run ends).
 
 Overrides: ``key=value`` for any config key (``dataset.root=/data``), and ``metrics=<option>``
 or ``trainer=<option>`` for a whole group of ``conf/``. Model, head and data must stay those
@@ -32,6 +36,7 @@ from latentgeo.config import ConfigError, Schedule, upgrade
 from latentgeo.data import DatasetUnavailable
 from latentgeo.records import LockHeld, RunDir, is_run_dir
 from latentgeo.runtime import load_checkpoint
+from latentgeo.tracking import add_to_summary, log_evaluation
 
 GROUP_OVERRIDES = ("metrics", "trainer")  # whole conf/ groups evaluate may swap
 FIXED_GROUPS = ("model", "head", "dataset", "activation")  # what the weights were trained as
@@ -58,8 +63,21 @@ def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, A
         group = override.key_or_group.split(".")[0]
         if group in ("model", "head", "activation"):
             raise ConfigError(f"{override.input_line}: {group} is fixed by the checkpoint")
+        check_key(tree, override.key_or_group, override.input_line)
         OmegaConf.update(tree, override.key_or_group, override.value(), force_add=False)
     return OmegaConf.to_container(tree, resolve=True)  # type: ignore[return-value]
+
+
+def check_key(tree, key: str, line: str) -> None:
+    """ConfigError naming the first part of ``key`` the run's config lacks, and what it has."""
+    node, path = tree, []
+    for part in key.split("."):
+        if not OmegaConf.is_dict(node) or part not in node:
+            where = ".".join(path) or "the config"
+            allowed = sorted(node) if OmegaConf.is_dict(node) else f"a value, {node!r}"
+            raise ConfigError(f"{line}: {'.'.join([*path, part])} is not a key of the run's "
+                              f"config; {where} has {allowed}")
+        node, path = node[part], [*path, part]
 
 
 def scheduled(cfg) -> list[families.Family]:
@@ -85,6 +103,29 @@ def evaluate_checkpoint(run: RunDir, checkpoint: str, cfg, device: str | None = 
     point.event["time/evaluate_s"] = time.perf_counter() - tic
     run.write_evaluation(checkpoint, point.event)
     return point.event
+
+
+def summary_entries(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """``eval/<checkpoint>/<metric>``: the names ``results.load_runs`` gives them too."""
+    return {f"eval/{values['checkpoint']}/{key}": value for values in results
+            for key, value in values.items() if key != "checkpoint"}
+
+
+def record_results(run: RunDir, cfg, results: list[dict[str, Any]]) -> None:
+    """Evaluated checkpoints into wandb (a ``job_type=evaluate`` run) and into the run's
+    summary, which needs the run dir's owner lock: a run still going keeps its summary."""
+    if cfg.logger.name == "wandb":
+        run_id = log_evaluation(run, cfg, results)
+        if run_id:
+            print(f"logged to wandb run {run_id} (job_type=evaluate)")
+    try:
+        with run.owned("python -m latentgeo.evaluate (summary)"):
+            where = add_to_summary(run, cfg, summary_entries(results))
+    except LockHeld:
+        where = []
+    print(f"added to the summary in {' and '.join(where)}" if where else
+          f"summary not changed: the run is {run.shown_state}, its summary is written when it "
+          "ends ok")
 
 
 def format_values(values: dict[str, Any]) -> str:
@@ -131,11 +172,13 @@ def main(argv: list[str] | None = None) -> int:
         cfg = run_config(run, apply_overrides(upgrade(run.config()), overrides))
         validate(cfg)
         with run.owned("python -m latentgeo.evaluate", scope="eval"):
+            results = []
             for name in names:
-                values = evaluate_checkpoint(run, name, cfg, args.device)
-                print(f"{run.dir} {name} (epoch {values['epoch']}):")
-                print(format_values(values))
+                results.append(evaluate_checkpoint(run, name, cfg, args.device))
+                print(f"{run.dir} {name} (epoch {results[-1]['epoch']}):")
+                print(format_values(results[-1]))
                 print(f"wrote {run.artifact('eval') / (name + '.json')}")
+            record_results(run, cfg, results)
     except (ConfigError, DatasetUnavailable, FileNotFoundError, ValueError, LockHeld) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -491,8 +491,9 @@ class RunDir:
             "versions": versions(),
             "overrides": list(overrides or previous.get("overrides") or []),
         }
-        if previous.get("wandb_id"):  # the same wandb run across resumes and requeues
-            self._status["wandb_id"] = previous["wandb_id"]
+        for key in ("wandb_id", "wandb_name", "wandb_group"):  # the same wandb run across
+            if previous.get(key):                                 # resumes and requeues
+                self._status[key] = previous[key]
         if resumed_epoch:
             self._status["resumed_at"] = now()
         self._write_status()

@@ -2,6 +2,11 @@
 
 wandb never decides whether a run succeeds: if it cannot start we warn and carry on with the
 local records; ``finish`` is always called, with exit code 1 when the run failed.
+
+A run's wandb identity (id, name, group) is chosen once and kept in its status.json, so a
+resumed, requeued or moved run continues the same wandb run, and the post-hoc commands
+(DIB, re-init, evaluate) reach that run's summary later (``add_to_summary``); ``evaluate``
+also logs its own run, ``job_type=evaluate``, in the same group (``log_evaluation``).
 """
 
 from __future__ import annotations
@@ -14,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from latentgeo.config import TrainConfig
+from latentgeo.records import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +41,7 @@ def short_number(value: float) -> str:
     return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
+IDENTITY = ("wandb_id", "wandb_name", "wandb_group")  # the status.json keys that keep it
 NAMING_GROUPS = ("variant", "corruption", "experiment")  # what tells a sweep's variants apart
 
 
@@ -57,37 +66,38 @@ class WandbSink:
     def start(
         cls,
         run_dir: Path,
-        mode: str,
-        project: str,
-        entity: str | None,
-        group: str | None,
-        job_type: str,
-        tags: list[str],
+        cfg: TrainConfig,
         config: dict[str, Any],
-        init_timeout: float,
+        job_type: str,
         run_id: str,
         name: str,
+        group: str,
+        silent: bool = False,
     ) -> WandbSink | None:
-        """Start wandb, or warn and return None (local records only). Charts use ``epoch`` as
-        their x-axis; the console gets no summary footer."""
+        """Start (or resume) wandb run ``run_id`` with ``cfg.logger``'s settings, or warn and
+        return None (local records only). Charts use ``epoch`` as their x-axis; the console
+        gets no summary footer."""
         os.environ.setdefault("WANDB_START_METHOD", "thread")  # older wandb releases read it
+        logger = cfg.logger
+        tags = [cfg.dataset.name, cfg.model.name, cfg.head.name, *logger.tags]
         try:
             import wandb
 
             run = wandb.init(
-                project=project,
-                entity=entity,
+                project=logger.project,
+                entity=logger.entity,
                 group=group,
                 job_type=job_type,
-                tags=tags,
+                tags=list(dict.fromkeys(tags + ([job_type] if job_type != "train" else []))),
                 config=config,
                 dir=str(run_dir),
                 id=run_id,
                 name=name,
                 resume="allow",
-                mode=mode,
-                settings=wandb.Settings(init_timeout=init_timeout, x_service_wait=init_timeout,
-                                        quiet=True),
+                mode=logger.mode,
+                settings=wandb.Settings(init_timeout=logger.init_timeout,
+                                        x_service_wait=logger.init_timeout, quiet=True,
+                                        silent=silent),
             )
             run.define_metric("epoch")
             run.define_metric("*", step_metric="epoch")
@@ -120,3 +130,67 @@ class WandbSink:
             self.run.finish(exit_code=exit_code)
         except Exception as error:  # noqa: BLE001
             warnings.warn(f"wandb finish failed: {error}", stacklevel=2)
+
+
+def start_training_sink(run: RunDir, cfg: TrainConfig, config: dict[str, Any],
+                        group: str | None, overrides: list[str]) -> WandbSink | None:
+    """The training run's wandb sink. Its identity is the one status.json stores, else a new
+    random id, the readable name and the sweep id as group, noted there for later (the caller
+    owns the run dir)."""
+    identity = (wandb_run_id(run.recorded("wandb_id")),
+                run.recorded("wandb_name") or display_name(
+                    cfg.head.name, cfg.optimizer.lr, cfg.trainer.seed, overrides, cfg.name),
+                run.recorded("wandb_group") or cfg.logger.group or group or run.dir.name)
+    for key, value in zip(IDENTITY, identity):
+        run.note(key, value)
+    run_id, name, group = identity
+    return WandbSink.start(run.dir, cfg, config, "train", run_id, name, group)
+
+
+def scalars(values: dict[str, Any]) -> dict[str, float]:
+    return {k: v for k, v in values.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def add_to_summary(run: RunDir, cfg: TrainConfig, values: dict[str, Any]) -> list[str]:
+    """Post-hoc results (DIB, re-init, an evaluated checkpoint) into a finished run's summary:
+    summary.json, and the summary of its wandb run when it logged to one (resumed by its stored
+    id just long enough; ``latentgeo.sync`` uploads it after the run's own log). A run not
+    finished ok has no summary yet: nothing is added. The caller owns the run dir. Returns
+    where the values went."""
+    if run.summary() is None:
+        return []
+    run.add_to_summary(values)
+    where = [str(run.artifact("summary"))]
+    status = run.status() or {}
+    if cfg.logger.name == "wandb" and all(status.get(key) for key in IDENTITY):
+        run_id, name, group = (status[key] for key in IDENTITY)
+        sink = WandbSink.start(run.dir, cfg, run.config(), "train", run_id, name, group,
+                               silent=True)
+        if sink is not None:
+            sink.run.summary.update(scalars(values))
+            sink.finish(exit_code=0)
+            where.append(f"wandb run {run_id}")
+    return where
+
+
+def log_evaluation(run: RunDir, cfg: TrainConfig, results: list[dict[str, Any]]) -> str | None:
+    """Evaluated checkpoints as their own wandb run: ``job_type=evaluate``, the training run's
+    group, its name + ``-eval``, one history row per checkpoint on the epoch axis (so
+    ``checkpoint=all`` draws the metrics over training). Returns the new run's id."""
+    status = run.status() or {}
+    name = status.get("wandb_name") or display_name(
+        cfg.head.name, cfg.optimizer.lr, cfg.trainer.seed, status.get("overrides") or [],
+        cfg.name)
+    group = status.get("wandb_group") or cfg.logger.group or run.dir.parent.name
+    config = {**run.config(), "evaluated": {"wandb_id": status.get("wandb_id"),
+                                            "checkpoints": [r["checkpoint"] for r in results]}}
+    run_id = wandb_run_id(None)
+    sink = WandbSink.start(run.dir, cfg, config, "evaluate", run_id, f"{name}-eval", group,
+                           silent=True)
+    if sink is None:
+        return None
+    for step, values in enumerate(sorted(results, key=lambda r: r["epoch"])):
+        sink.log(values, step=step)
+    sink.finish(exit_code=0)
+    return run_id

@@ -26,7 +26,7 @@ from latentgeo.models import build_model
 from latentgeo.records import RunDamaged, RunDir, event_problem, scrub_secrets, summarize
 from latentgeo.runtime import CheckpointDamaged, load_checkpoint, seed_everything, set_threads
 from latentgeo.signals import Interrupted, signals_interrupt
-from latentgeo.tracking import WandbSink, display_name, wandb_run_id
+from latentgeo.tracking import start_training_sink
 
 
 def resolve_auto_lr(cfg: TrainConfig, data: DataBundle, device, run: RunDir,
@@ -108,15 +108,7 @@ def record_run(cfg: TrainConfig, run: RunDir, config: dict, config_yaml: str,
         model = build_model(cfg, data.input_shape, data.num_classes).to(device)
         loaders = make_loaders(cfg, data, device, ood)
         if cfg.logger.name == "wandb":
-            run_id = wandb_run_id(run.recorded("wandb_id"))
-            run.note("wandb_id", run_id)  # requeue, resume and a moved outputs/ keep it
-            sink = WandbSink.start(
-                run.dir, cfg.logger.mode, cfg.logger.project, cfg.logger.entity,
-                cfg.logger.group or group or run.dir.name, job_type="train",
-                tags=[cfg.dataset.name, cfg.model.name, cfg.head.name, *cfg.logger.tags],
-                config=config, init_timeout=cfg.logger.init_timeout, run_id=run_id,
-                name=display_name(cfg.head.name, cfg.optimizer.lr, cfg.trainer.seed,
-                                  overrides or [], cfg.name))
+            sink = start_training_sink(run, cfg, config, group, overrides or [])
         if resumed_epoch:
             print(f"resuming {run.dir} from epoch {resumed_epoch}")
         events = fit(cfg, run, model, data, loaders, device, sink)

@@ -32,7 +32,8 @@ def trained(tmp_path_factory):
 
 def test_last_with_the_runs_own_families_reproduces_its_final_values_exactly(trained):
     record = {name: digest(trained / name) for name in ("metrics.jsonl", "status.json",
-                                                         "summary.json", "config.yaml")}
+                                                         "config.yaml")}
+    summary = RunDir(trained).summary()
     assert evaluate.main([str(trained)]) == 0
     final = RunDir(trained).events()[-1]
     values = RunDir(trained).evaluations()["last"]
@@ -41,6 +42,12 @@ def test_last_with_the_runs_own_families_reproduces_its_final_values_exactly(tra
     assert len(compared) > 30 and "test/perturbation/score" in compared
     assert {k: values[k] for k in compared} == {k: final[k] for k in compared}
     assert {name: digest(trained / name) for name in record} == record  # record untouched
+    # the summary keeps its keys and values and gains the evaluation as eval/last/...
+    after = RunDir(trained).summary()
+    assert {k: after[k] for k in summary} == summary
+    assert {k for k in after if k not in summary} == {f"eval/last/{k}" for k in values
+                                                      if k != "checkpoint"}
+    assert after["eval/last/test/accuracy"] == final["test/accuracy"]
 
 
 def test_all_checkpoints_and_overridden_families(trained, capsys):
@@ -67,4 +74,7 @@ def test_a_missing_checkpoint_or_a_fixed_group_is_a_clear_error(trained, capsys)
     assert "fixed by the checkpoint" in capsys.readouterr().err
     assert evaluate.main([str(trained), "metrics.nc1.when=sometimes"]) == 2
     assert "metrics.nc1.when='sometimes'" in capsys.readouterr().err
+    assert evaluate.main([str(trained), "metrics.accuracy.when=every"]) == 2
+    assert "metrics.accuracy is not a key of the run's config; metrics has [" in \
+        capsys.readouterr().err
     assert evaluate.main([str(trained.parent / "nothing")]) == 2

@@ -7,6 +7,8 @@ from __future__ import annotations
 import shutil
 import signal
 
+from latentgeo import evaluate
+from latentgeo.analysis import reinit
 from latentgeo.records import RunDir, SweepDir
 from latentgeo.tracking import display_name, short_number
 from tests.conftest import TINY, run_cli, wandb_history, wandb_records
@@ -78,3 +80,39 @@ def test_figures_the_run_writes_are_logged_as_images(tmp_path):
     assert (run_dir / "alpha.png").is_file()
     images = [h for h in wandb_history(run_dir) if h.get("figures/alpha._type") == "image-file"]
     assert len(images) == 1
+
+
+def test_post_hoc_results_reach_the_wandb_run_and_evaluate_logs_its_own(tmp_path):
+    """evaluate: a job_type=evaluate run in the training run's group, one row per checkpoint;
+    evaluate and re-init results in the training run's wandb summary (same id, resumed)."""
+    result = run_cli([*TINY, *WANDB, "metrics=none", "trainer.epochs=1"],
+                     env={"LATENTGEO_OUTPUT": str(tmp_path)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    run = RunDir(run_dir)
+    train_id, name, group = (run.status()[k] for k in ("wandb_id", "wandb_name", "wandb_group"))
+    assert evaluate.main([str(run_dir), "checkpoint=all"]) == 0
+    assert reinit.main([str(run_dir)]) == 0
+    logs = {}
+    for path in sorted((run_dir / "wandb").glob("offline-run-*")):
+        records = wandb_records(run_dir, path)
+        (header,) = [r["run"] for r in records if r.get("type") == "run"]
+        logs.setdefault(header["run_id"], []).append((header, records))
+    assert len(logs) == 2 and len(logs[train_id]) == 3  # training, evaluate's and reinit's
+    ((header, records),) = logs[next(i for i in logs if i != train_id)]
+    assert header["job_type"] == "evaluate" and header["run_group"] == group
+    assert header["display_name"] == f"{name}-eval" and "evaluate" in header["tags"]
+    rows = [r["history"]["item"] for r in records if r.get("type") == "history"]
+    evaluations = run.evaluations()
+    assert [(row["epoch"], row["test/accuracy"]) for row in rows] == [
+        (evaluations[c]["epoch"], evaluations[c]["test/accuracy"]) for c in ("init", "last")]
+    summary = run.summary()
+    pushed = {}
+    for _, records in logs[train_id][1:]:
+        for r in records:
+            if r.get("type") == "summary":
+                pushed.update(r["summary"].get("update", {}))
+    assert pushed["eval/last/test/accuracy"] == summary["eval/last/test/accuracy"] == \
+        evaluations["last"]["test/accuracy"]
+    reinit_keys = [k for k in summary if k.startswith("reinit/")]
+    assert reinit_keys and all(pushed[k] == summary[k] for k in reinit_keys)

@@ -83,6 +83,7 @@ from latentgeo.loop import LossFn, TrainingDiverged, build_optimizer, train_epoc
 from latentgeo.metrics.dib import dib_labels, digit_entropies
 from latentgeo.models.base import Backbone, Classifier
 from latentgeo.models.relu_alpha import set_step_nu
+from latentgeo.tracking import add_to_summary
 
 STEM = "stem"  # the name of block index 0: the encoder is the stem alone
 MEASURES = ("vsuff", "vmin")
@@ -423,11 +424,13 @@ def run_command(args: argparse.Namespace) -> int:
         return 2
     run.run.log({"epoch": run.epoch, "step": run.epoch * run.steps_per_epoch, **values,
                  "time/dib_s": elapsed})
-    run.run.add_to_summary(values)
+    where = add_to_summary(run.run, run.cfg, values)
     entropies = {split: split_entropies(getattr(run.data, split).y.long(), run.num_classes)
                  for split in splits}
     print(f"{run.run.dir}: epoch {run.epoch}, DIB in {elapsed:.1f} s on {run.device}")
     print(format_table(values, blocks, splits, entropies))
+    if where:
+        print(f"added to the summary in {' and '.join(where)}")
     return 0
 
 

@@ -42,6 +42,7 @@ from latentgeo.metrics.hyperplanes import LAYER_SETS, included_layers
 from latentgeo.models import build_model
 from latentgeo.records import RunDir
 from latentgeo.runtime import load_checkpoint
+from latentgeo.tracking import add_to_summary
 
 # () -> one pass over the test split as (x, y) batches on the model's device, e.g.
 # ``loaders.eval["test"].epoch``.
@@ -296,9 +297,11 @@ def run_command(args: argparse.Namespace) -> int:
     result = reinit_robustness(run.model, run.loaders.eval["test"].epoch, sources, layers,
                                run.num_classes, seed)
     json_path, png_path = write_reinit(run.run, result)
-    run.run.add_to_summary(reinit_events(result))
+    where = add_to_summary(run.run, run.cfg, reinit_events(result))
     print(format_table(result))
     print(f"wrote {json_path} and {png_path}")
+    if where:
+        print(f"added to the summary in {' and '.join(where)}")
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from latentgeo.config import ConfigError
 from latentgeo.models.base import ActivationFactory
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -22,7 +23,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 def make_activation(name: str) -> ActivationFactory:
     """A factory for a stateless torch activation; ``relu_alpha`` is built in ``build.py``."""
     if name not in ACTIVATIONS:
-        raise ValueError(
+        raise ConfigError(
             f"model.activation={name!r} is not one of {sorted([*ACTIVATIONS, 'relu_alpha'])}"
         )
     module_type = ACTIVATIONS[name]

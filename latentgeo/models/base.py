@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from latentgeo.config import ConfigError
+
 # Called once per activation site with the number of channels (dim 1 of [B, C, H, W]) or
 # features (last dim of [B, F]); returns a fresh module (so trainable activations get their
 # own parameters per site).
@@ -111,7 +113,7 @@ class Head(nn.Module):
     ) -> None:
         super().__init__()
         if name not in HEADS:
-            raise ValueError(f"head.name={name!r} is not one of {HEADS}")
+            raise ConfigError(f"head.name={name!r} is not one of {HEADS}")
         self.name = name
         if name == "no_pen":
             self.penultimate: nn.Module = nn.Identity()

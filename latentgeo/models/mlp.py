@@ -13,6 +13,7 @@ import math
 
 from torch import nn
 
+from latentgeo.config import ConfigError
 from latentgeo.models.base import ActivationFactory, Backbone, BackboneSpec, register_model
 from latentgeo.models.common import reject_pretrained, reject_width
 
@@ -25,7 +26,7 @@ def mlp(spec: BackboneSpec, activation: ActivationFactory) -> Backbone:
     reject_width(spec, "mlp", "its hidden sizes are model.widths")
     widths = tuple(spec.widths) or SZT_WIDTHS
     if any(width < 1 for width in widths):
-        raise ValueError(f"model.widths={list(widths)} must be positive integers")
+        raise ConfigError(f"model.widths={list(widths)} must be positive integers")
     blocks = []
     in_features = math.prod(spec.input_shape)
     for index, width in enumerate(widths):

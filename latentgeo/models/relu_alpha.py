@@ -39,6 +39,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from latentgeo.config import ConfigError
+
 GRANULARITIES = ("layer", "channel")
 MODES = ("penalty", "anneal")
 
@@ -123,13 +125,13 @@ class ReLUAlpha(nn.Module):
 
 def _check_options(granularity: str, mode: str, init_alpha: float, init_nu: float) -> None:
     if granularity not in GRANULARITIES:
-        raise ValueError(f"activation.granularity={granularity!r} is not one of {GRANULARITIES}")
+        raise ConfigError(f"activation.granularity={granularity!r} is not one of {GRANULARITIES}")
     if mode not in MODES:
-        raise ValueError(f"activation.mode={mode!r} is not one of {MODES}")
+        raise ConfigError(f"activation.mode={mode!r} is not one of {MODES}")
     if not 0.0 <= init_alpha <= 1.0:
-        raise ValueError(f"activation.init_alpha={init_alpha!r} must lie in [0, 1]")
+        raise ConfigError(f"activation.init_alpha={init_alpha!r} must lie in [0, 1]")
     if not math.isfinite(init_nu) or init_nu < 0:
-        raise ValueError(f"activation.init_nu={init_nu!r} must be finite and >= 0")
+        raise ConfigError(f"activation.init_nu={init_nu!r} must be finite and >= 0")
 
 
 def relu_alpha_factory(
@@ -191,7 +193,7 @@ def set_step_nu(model: nn.Module, nu_step: float) -> None:
     """Every anneal site's training forwards use ν + ``nu_step`` (the increment of the step in
     progress, as seed 004); 0 restores plain ν. Penalty sites are unaffected."""
     if not math.isfinite(nu_step) or nu_step < 0:
-        raise ValueError(f"activation.nu_step={nu_step!r} must be finite and >= 0")
+        raise ConfigError(f"activation.nu_step={nu_step!r} must be finite and >= 0")
     for _, module in relu_alpha_modules(model):
         if module.mode == "anneal":
             module.step_nu = float(nu_step)
@@ -242,11 +244,11 @@ class OscillationTracker:
 
     def __init__(self, k: int, window: int, tolerance: float = 1e-4) -> None:
         if k < 0:
-            raise ValueError(f"activation.oscillation_k={k!r} must be >= 0")
+            raise ConfigError(f"activation.oscillation_k={k!r} must be >= 0")
         if window < 2:
-            raise ValueError(f"activation.oscillation_window={window!r} must be >= 2")
+            raise ConfigError(f"activation.oscillation_window={window!r} must be >= 2")
         if tolerance < 0:
-            raise ValueError(f"activation.oscillation_tolerance={tolerance!r} must be >= 0")
+            raise ConfigError(f"activation.oscillation_tolerance={tolerance!r} must be >= 0")
         self.k = k
         self.window = window
         self.tolerance = tolerance

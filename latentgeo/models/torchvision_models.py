@@ -53,6 +53,7 @@ from torch import nn
 if TYPE_CHECKING:
     from torchvision.models import WeightsEnum
 
+from latentgeo.config import ConfigError
 from latentgeo.models.base import ActivationFactory, Backbone, BackboneSpec, register_model
 from latentgeo.models.common import require_min_input_size
 
@@ -84,7 +85,7 @@ def fetch_state_dict(weights: WeightsEnum, model_name: str) -> dict[str, torch.T
 
 def _check_pretrained_width(spec: BackboneSpec, model_name: str, default_width: int) -> None:
     if spec.pretrained and spec.width not in (None, default_width):
-        raise ValueError(
+        raise ConfigError(
             f"model.width={spec.width} with model.pretrained=true: torchvision's weights for "
             f"{model_name!r} exist only at the default width; allowed: null or {default_width}"
         )
@@ -96,7 +97,7 @@ def _check_native_activation(
     """Refuse a ``model.activation`` these models cannot apply instead of ignoring it."""
     module = activation(channels)
     if type(module) is not native:
-        raise ValueError(
+        raise ConfigError(
             f"model.activation gives {type(module).__name__} but model.name={model_name!r} "
             f"keeps torchvision's own {native.__name__} (see latentgeo/models/"
             f"torchvision_models.py); allowed: {native.__name__.lower()}"
