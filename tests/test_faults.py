@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -266,3 +267,19 @@ def test_validation_errors_exit_2_without_a_traceback(tmp_path):
         assert result.returncode == 2, (args, result.stderr)
         assert needle in result.stderr and "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) <= 6, result.stderr
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    (["model=mlp", "model.width=8"], "model.width=8 is not used by model.name='mlp'"),
+    (["model=resnet18", "dataset.num_classes_subsample=11"],
+     "dataset.num_classes_subsample: must lie in 2..10"),
+])
+def test_bad_values_found_while_building_are_config_errors_recorded_failed(overrides, needle,
+                                                                           tmp_path):
+    """Checks that need the data or the model's builder (train.main prints them as one line,
+    exit 2, like every ConfigError) — not a traceback, and the record says failed."""
+    cfg = compose_cfg([*[a for a in TINY if not a.startswith("model")], "metrics=none",
+                       *overrides])
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        train(cfg, tmp_path)
+    assert RunDir(tmp_path).state == "failed" and needle in RunDir(tmp_path).reason

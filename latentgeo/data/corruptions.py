@@ -21,6 +21,8 @@ from fractions import Fraction
 import torch
 from torch.nn import functional
 
+from latentgeo.config import ConfigError
+
 # Images whose random sort keys are drawn at once in pixel_shuffle / resized at once: bounds the
 # float64 (resp. float32) temporaries to a few hundred MB whatever N is. Changing it changes
 # which permutations a seed gives, so it is a constant, not an argument.
@@ -72,9 +74,9 @@ def label_noise(
     """
     rate = float(rate)
     if not 0.0 <= rate <= 1.0:  # also rejects NaN
-        raise ValueError(f"dataset.label_noise: rate must lie in [0, 1], got {rate}")
+        raise ConfigError(f"dataset.label_noise: rate must lie in [0, 1], got {rate}")
     if num_classes < 2 and rate > 0:
-        raise ValueError(
+        raise ConfigError(
             f"dataset.label_noise: needs num_classes >= 2 to change labels, got {num_classes}"
         )
     _check_labels(labels, num_classes, "dataset.label_noise")
@@ -151,7 +153,7 @@ def subsample_classes(num_classes_total: int, k: int, seed: int) -> list[int]:
     :func:`select_classes`, new label ``i`` is the ``i``-th smallest chosen original class.
     """
     if not 2 <= k <= num_classes_total:
-        raise ValueError(
+        raise ConfigError(
             f"dataset.num_classes_subsample: must lie in 2..{num_classes_total} "
             f"(the dataset has {num_classes_total} classes), got {k}"
         )
@@ -169,15 +171,16 @@ def select_classes(
     """
     classes = [int(c) for c in classes]
     if not classes:
-        raise ValueError("dataset.classes: must list at least one class, got []")
+        raise ConfigError("dataset.classes: must list at least one class, got []")
     if len(set(classes)) != len(classes) or min(classes) < 0:
-        raise ValueError(f"dataset.classes: must be distinct non-negative class ids, got {classes}")
+        raise ConfigError(
+            f"dataset.classes: must be distinct non-negative class ids, got {classes}")
     if images.shape[0] != labels.shape[0]:
-        raise ValueError(f"dataset.classes: {images.shape[0]} images but {labels.shape[0]} labels")
+        raise ConfigError(f"dataset.classes: {images.shape[0]} images but {labels.shape[0]} labels")
     present = torch.bincount(labels.detach().cpu().to(torch.int64), minlength=max(classes) + 1)
     missing = [c for c in classes if int(present[c]) == 0]
     if missing:
-        raise ValueError(
+        raise ConfigError(
             f"dataset.classes: classes {missing} have no samples; labels present: "
             f"{torch.nonzero(present).flatten().tolist()}"
         )
@@ -214,7 +217,7 @@ def stratified_subset_indices(
     key = "dataset.train_subset"
     _check_labels(labels, num_classes, key)
     if size_per_class < 1 or index < 0:
-        raise ValueError(
+        raise ConfigError(
             f"{key}: size_per_class must be >= 1 and index >= 0, "
             f"got size_per_class={size_per_class}, index={index}"
         )
@@ -224,7 +227,7 @@ def stratified_subset_indices(
     if (index + 1) * size_per_class > smallest:
         possible = smallest // size_per_class
         allowed = f"index 0..{possible - 1}" if possible else "none with this size_per_class"
-        raise ValueError(
+        raise ConfigError(
             f"{key}: subset index={index} with size_per_class={size_per_class} needs "
             f"{(index + 1) * size_per_class} samples per class, but class {int(counts.argmin())} "
             f"has only {smallest}; {possible} subsets are possible ({allowed})"
@@ -253,14 +256,14 @@ def train_val_split_indices(
     key = "dataset.val_split"
     fraction_value = float(fraction)
     if not 0.0 < fraction_value < 1.0:
-        raise ValueError(f"{key}: fraction must lie in (0, 1) (exclusive), got {fraction}")
+        raise ConfigError(f"{key}: fraction must lie in (0, 1) (exclusive), got {fraction}")
     if labels.ndim != 1:
         raise ValueError(f"{key}: labels must be 1-D, got shape {tuple(labels.shape)}")
     exact = Fraction(repr(fraction_value))
     total = labels.numel()
     val_size = math.floor(total * exact)
     if val_size == 0 or val_size == total:
-        raise ValueError(
+        raise ConfigError(
             f"{key}: fraction={fraction} of {total} samples leaves an empty "
             f"{'validation' if val_size == 0 else 'training'} set"
         )
@@ -306,7 +309,7 @@ def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
     """
     _check_images(images, "dataset.resize")
     if int(size) < 1:
-        raise ValueError(f"dataset.resize: size must be a positive integer, got {size}")
+        raise ConfigError(f"dataset.resize: size must be a positive integer, got {size}")
     return _resize(images, int(size))
 
 
@@ -335,7 +338,7 @@ def resize_pad_images(images: torch.Tensor, size: int) -> torch.Tensor:
     """
     _check_images(images, "dataset.resize_pad")
     if int(size) < 2:
-        raise ValueError(f"dataset.resize_pad: size must be an integer >= 2, got {size}")
+        raise ConfigError(f"dataset.resize_pad: size must be an integer >= 2, got {size}")
     size = int(size)
     inner = size // 2
     before = (size - inner) // 2

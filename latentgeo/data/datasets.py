@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from latentgeo.config import DatasetUnavailable
+from latentgeo.config import ConfigError, DatasetUnavailable
 from latentgeo.records import exclusive_lock, file_mode
 
 
@@ -182,7 +182,7 @@ def load_digits(image_size: int, channels: int, seed: int, test_fraction: float 
     from sklearn.datasets import load_digits as sk_digits
 
     if image_size < 8:
-        raise ValueError(f"dataset.image_size={image_size} is not allowed for digits: >= 8")
+        raise ConfigError(f"dataset.image_size={image_size} is not allowed for digits: >= 8")
     digits = sk_digits()
     x = torch.from_numpy(np.round(digits.images * (255.0 / 16.0)).astype(np.uint8))
     factor = image_size // 8
