@@ -73,7 +73,7 @@ def comparable_events(run_dir: Path) -> list[dict]:
 
 
 def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path):
-    args = [*TINY, "trainer.epochs=5", "dataset.train_size=3000", "trainer.deterministic=true",
+    args = [*TINY, "trainer.epochs=5", "dataset.train_size=1024", "trainer.deterministic=true",
             "head.dropout_penultimate=true", "dataset.augment=true"]
     reference = run_cli(args, env={"LATENTGEO_OUTPUT": str(tmp_path / "a")})
     assert reference.returncode == 0, reference.stderr

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from latentgeo import families
 from latentgeo.build import resolve_device, validate
@@ -13,6 +14,8 @@ from latentgeo.config import ConfigError, to_typed
 from latentgeo.data import DATASETS, load_dataset
 from latentgeo.loop import build_optimizer, lr_factor
 from latentgeo.models import MODELS, build_model
+from latentgeo.records import RunDir
+from latentgeo.train import train
 from tests.conftest import compose_cfg
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -134,6 +137,34 @@ def test_every_experiment_composes_validates_and_builds(option):
     cfg = compose_cfg([f"experiment={option}"])
     validate(cfg)
     built_model(cfg)
+
+
+TOY_SHAPES = {"cifar10": (3, 32), "cifar100": (3, 32), "fashion_mnist": (1, 28), "mnist": (1, 28)}
+
+
+@pytest.mark.parametrize("option", options("experiment"))
+def test_every_experiment_runs_at_toy_scale(option, tmp_path):
+    """The preset's model, head, activation, optimizer, schedule and metrics for two epochs on
+    128 synthetic images of its data set's shape (its own data sets are not offline)."""
+    preset = compose_cfg([f"experiment={option}"])
+    name = preset.dataset.name
+    channels, size = ((preset.dataset.channels, preset.dataset.image_size) if name == "digits"
+                      else TOY_SHAPES[name])
+    cfg = compose_cfg([f"experiment={option}", "dataset=synthetic", f"dataset.channels={channels}",
+                       f"dataset.image_size={size}", "dataset.train_size=128",
+                       "dataset.test_size=64", "dataset.train_subset.size_per_class=null",
+                       "trainer.epochs=2", "metrics.every=1", "metrics.perturbation.samples=8",
+                       "logger=local", "trainer.progress=false"])
+    summary = train(cfg, tmp_path)
+    run = RunDir(tmp_path)
+    assert run.state == "ok" and [e["epoch"] for e in run.events()][-2:] == [1, 2]
+    assert 0 <= summary["test/accuracy"] <= 1 and summary["epochs"] == 2
+    recorded = run.flat_config()
+    for key in ("model.name", "model.activation", "head.name", "optimizer.name", "optimizer.lr",
+                "schedule.name", "trainer.batch_size"):
+        assert recorded[key] == OmegaConf.select(preset, key), key
+    if preset.model.activation == "relu_alpha":
+        assert run.artifact("alpha").is_file()
 
 
 @pytest.mark.parametrize("option", options("corruption"))

@@ -23,8 +23,8 @@ from latentgeo.records import RunDir
 from latentgeo.train import train
 from tests.conftest import REPO, TINY, compose_cfg, run_cli
 
-# slow enough to be caught mid-run (≈ 0.5-1 s per epoch on this CPU), deterministic
-SLOW = [*TINY, "trainer.epochs=12", "dataset.train_size=1024", "metrics=none",
+# slow enough to be caught mid-run (≈ 0.3-0.6 s per epoch on this CPU), deterministic
+SLOW = [*TINY, "trainer.epochs=12", "dataset.train_size=512", "metrics=none",
         "trainer.deterministic=true", "trainer.num_threads=1"]
 
 
@@ -172,7 +172,8 @@ def test_events_deleted_while_the_run_goes_on_are_rewritten_at_the_end(tmp_path,
 @pytest.mark.parametrize("kill_point", ["before the first checkpoint",
                                         "between the event and the checkpoint"])
 def test_no_event_is_duplicated_after_a_kill(kill_point, tmp_path, uninterrupted):
-    args = [*SLOW, "metrics.hyperplanes.when=init+every:1"]  # an epoch-0 event
+    # an epoch-0 event; epochs twice as long, so the kill lands before the first checkpoint
+    args = [*SLOW, "metrics.hyperplanes.when=init+every:1", "dataset.train_size=1024"]
     if kill_point == "before the first checkpoint":
         process = start_cli(args, tmp_path)
         wait_for(lambda: (tmp_path / "runs").is_dir() and any((tmp_path / "runs").iterdir())

@@ -35,7 +35,7 @@ from tests.test_launchers import compose_cfg_with_hydra, job_config, only_sweep_
 # one job: a second of training after ~5 s of imports and composition
 JOB = [*TINY, "trainer.epochs=1", "dataset.train_size=64", "dataset.test_size=32",
        "metrics=none", "trainer.num_threads=1"]
-LRS = [1e-3, 2e-3, 3e-3, 4e-3, 5e-3, 6e-3]
+LRS = [1e-3, 2e-3, 3e-3, 4e-3]
 
 
 def launcher_records(sweep_dir: Path) -> dict[int, dict]:
@@ -153,18 +153,19 @@ def test_trainer_presets_extend_default_for_cpu_and_gpu():
 
 
 @pytest.mark.slow
-def test_six_jobs_on_two_gpus_run_two_at_a_time_on_disjoint_devices(tmp_path):
+def test_four_jobs_on_two_gpus_run_two_at_a_time_on_disjoint_devices(tmp_path):
     outputs = tmp_path / "out"
     result = run_cli(["-m", "hydra/launcher=workstation", *JOB,
                       "optimizer.lr=" + ",".join(map(str, LRS))],
                      env={"LATENTGEO_OUTPUT": str(outputs), GPUS_ENV: "2"})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert result.stdout.rstrip().splitlines()[-2] == summary_line(6, 0, 0)
+    assert result.stdout.rstrip().splitlines()[-2] == summary_line(len(LRS), 0, 0)
     sweep_dir = only_sweep_dir(outputs)
     records = launcher_records(sweep_dir)
-    assert sorted(records) == list(range(6))
-    assert [read_json(sweep_dir / str(n) / "status.json")["state"] for n in range(6)] == ["ok"] * 6
-    assert [job_config(sweep_dir / str(n))["optimizer"]["lr"] for n in range(6)] == LRS
+    jobs = range(len(LRS))
+    assert sorted(records) == list(jobs)
+    assert [read_json(sweep_dir / str(n) / "status.json")["state"] for n in jobs] == ["ok"] * 4
+    assert [job_config(sweep_dir / str(n))["optimizer"]["lr"] for n in jobs] == LRS
     for number, record in records.items():
         assert (record["job"], record["returncode"], record["state"]) == (number, 0, "ok")
         assert record["run_dir"] == str(sweep_dir / str(number))
@@ -176,7 +177,7 @@ def test_six_jobs_on_two_gpus_run_two_at_a_time_on_disjoint_devices(tmp_path):
         assert a["cuda_visible_devices"] != b["cuda_visible_devices"], (a, b)
     assert most_at_once(list(records.values())) == 2
     # as in any multirun job: the wandb group is the sweep id
-    assert {job_config(sweep_dir / str(n))["logger"]["group"] for n in range(6)} == {
+    assert {job_config(sweep_dir / str(n))["logger"]["group"] for n in jobs} == {
         sweep_dir.name}
 
 
