@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ import pandas as pd
 from latentgeo.config import BOOKKEEPING, is_bookkeeping
 from latentgeo.records import RunDir, atomic_write_text, find_runs, jsonable
 from latentgeo.results import history_frame, runs_frame
+from latentgeo.tracking import log_table, sweep_wandb_settings
 
 LR_KEY = "optimizer.lr"
 SEED_KEY = "trainer.seed"
@@ -458,50 +458,6 @@ def format_table(result: AggregateResult, columns: Sequence[str] | None = None) 
                        rows)
 
 
-# ----------------------------------------------------------------------------- wandb
-
-
-def wandb_settings(runs: Sequence[RunDir], sweep_dir: str | Path) -> dict[str, Any] | None:
-    """project/entity/group for logging the table, or None unless every run logged online."""
-    configs = [r.flat_config() for r in runs if r.flat_config()]
-    if not configs or any(c.get("logger.mode") != "online" for c in configs):
-        return None
-    if any(c.get("logger.name", "wandb") != "wandb" for c in configs):
-        return None
-    first = configs[0]
-    return {
-        "project": first.get("logger.project") or "latentgeo",
-        "entity": first.get("logger.entity"),
-        # the engine's default group is the sweep id, i.e. the sweep dir's name
-        "group": first.get("logger.group") or Path(sweep_dir).resolve().name,
-    }
-
-
-def log_to_wandb(result: AggregateResult, settings: dict[str, Any]) -> bool:
-    """Log the aggregate as a wandb Table in the sweep's group; warn and return False on any
-    failure (no network, no key). Never with WANDB_MODE≠online (the tests set offline)."""
-    if os.environ.get("WANDB_MODE", "online") != "online":
-        return False
-    try:
-        import wandb
-
-        run = wandb.init(
-            project=settings["project"], entity=settings["entity"], group=settings["group"],
-            job_type="aggregate", name=f"aggregate-{settings['group']}",
-            config={"select": result.select, "variant_keys": result.variant_keys},
-            settings=wandb.Settings(init_timeout=30),
-        )
-        try:
-            table = table_frame(result).fillna("").astype(str)
-            run.log({"aggregate": wandb.Table(dataframe=table)})
-        finally:
-            run.finish()
-        return True
-    except Exception as error:  # noqa: BLE001 - the local files are the record; wandb is extra
-        print(f"warning: could not log the aggregate to wandb: {error}", file=sys.stderr)
-        return False
-
-
 # ----------------------------------------------------------------------------- CLI
 
 
@@ -569,8 +525,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"wrote {csv_path}, {json_path}, runs.csv and history.csv")
 
-    settings = None if args.no_wandb else wandb_settings(runs, args.sweep_dir)
-    if settings is not None and log_to_wandb(result, settings):
+    settings = None if args.no_wandb else sweep_wandb_settings(
+        [run.flat_config() for run in runs], args.sweep_dir)
+    if settings is not None and log_table(
+            "aggregate", table_frame(result).fillna("").astype(str), settings,
+            {"select": result.select, "variant_keys": result.variant_keys}):
         print(f"logged the table to wandb group {settings['group']}")
     return 0
 

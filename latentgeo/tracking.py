@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import uuid
 import warnings
 from pathlib import Path
@@ -194,3 +195,44 @@ def log_evaluation(run: RunDir, cfg: TrainConfig, results: list[dict[str, Any]])
         sink.log(values, step=step)
     sink.finish(exit_code=0)
     return run_id
+
+
+def sweep_wandb_settings(configs: list[dict[str, Any]], sweep_dir: str | Path
+                         ) -> dict[str, Any] | None:
+    """project/entity/group for a sweep-level table (aggregate), from the runs' flat configs;
+    None unless every run logged to wandb online."""
+    configs = [c for c in configs if c]
+    if not configs or any(c.get("logger.mode") != "online" for c in configs):
+        return None
+    if any(c.get("logger.name", "wandb") != "wandb" for c in configs):
+        return None
+    first = configs[0]
+    return {
+        "project": first.get("logger.project") or "latentgeo",
+        "entity": first.get("logger.entity"),
+        # a training run's default group is the sweep id, i.e. the sweep dir's name
+        "group": first.get("logger.group") or Path(sweep_dir).resolve().name,
+    }
+
+
+def log_table(name: str, frame: Any, settings: dict[str, Any], config: dict[str, Any]) -> bool:
+    """A DataFrame as a wandb Table in its own run (``job_type=name``) of the sweep's group;
+    warn and return False on any failure (no network, no key). Never with WANDB_MODE≠online
+    (the tests set offline)."""
+    if os.environ.get("WANDB_MODE", "online") != "online":
+        return False
+    try:
+        import wandb
+
+        run = wandb.init(project=settings["project"], entity=settings["entity"],
+                         group=settings["group"], job_type=name,
+                         name=f"{name}-{settings['group']}", config=config,
+                         settings=wandb.Settings(init_timeout=30))
+        try:
+            run.log({name: wandb.Table(dataframe=frame)})
+        finally:
+            run.finish()
+        return True
+    except Exception as error:  # noqa: BLE001 - the local files are the record; wandb is extra
+        print(f"warning: could not log the {name} table to wandb: {error}", file=sys.stderr)
+        return False

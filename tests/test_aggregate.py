@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from latentgeo import aggregate as agg
+from latentgeo.tracking import log_table, sweep_wandb_settings
 
 # (head, seed, lr, test/accuracy, val/accuracy, test/binarity/score, convergence_epoch)
 GRID = [
@@ -254,14 +255,15 @@ def test_broken_run_dirs_are_reported_not_fatal(tmp_path: Path) -> None:
 
 def test_wandb_logging_is_guarded(sweep: Path) -> None:
     runs = agg.load_runs(sweep)
-    assert agg.wandb_settings(runs, sweep) is None  # the runs logged offline
-    for run in runs:
-        run.flat_config()["logger.mode"] = "online"
-        run.flat_config()["logger.group"] = None
-    settings = agg.wandb_settings(runs, sweep)
+    configs = [run.flat_config() for run in runs]
+    assert sweep_wandb_settings(configs, sweep) is None  # the runs logged offline
+    for config in configs:
+        config["logger.mode"] = "online"
+        config["logger.group"] = None
+    settings = sweep_wandb_settings(configs, sweep)
     assert settings == {"project": "latentgeo", "entity": None, "group": "sweep"}
-    result = agg.aggregate(runs)
-    assert agg.log_to_wandb(result, settings) is False  # never under pytest
+    frame = agg.table_frame(agg.aggregate(runs))
+    assert log_table("aggregate", frame, settings, {}) is False  # never under pytest
 
 
 def test_population_std_helper() -> None:
