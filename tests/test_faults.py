@@ -59,10 +59,9 @@ def checkpointed_epoch(run: RunDir) -> int:
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> list[dict]:
     """The events of the SLOW run without any fault: what every recovery must reproduce."""
-    out = tmp_path_factory.mktemp("reference")
-    result = run_cli(SLOW, env={"LATENTGEO_OUTPUT": str(out)})
-    assert result.returncode == 0, result.stderr
-    return strip_times(run_dir_of(out).events())
+    run_dir = tmp_path_factory.mktemp("reference")
+    train(compose_cfg(SLOW), run_dir)  # in this process: the same train the CLI calls
+    return strip_times(RunDir(run_dir).events())
 
 
 def strip_times(events: list[dict]) -> list[dict]:

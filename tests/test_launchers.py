@@ -229,7 +229,7 @@ def test_two_sweeps_started_in_the_same_second_get_different_dirs(monkeypatch):
 def test_latentgeo_sweep_id_reenters_a_sweep_resumes_and_skips_finished_jobs(tmp_path):
     outputs = tmp_path / "out"
     sweep_id = "reentry-test"
-    args = ["-m", *TINY, "trainer.epochs=4", "dataset.train_size=2048", "metrics=none",
+    args = ["-m", *TINY, "trainer.epochs=4", "dataset.train_size=1024", "metrics=none",
             "optimizer.lr=1e-3,2e-3"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "LATENTGEO_OUTPUT": str(outputs),
            "LATENTGEO_SWEEP_ID": sweep_id}
@@ -260,9 +260,6 @@ def test_latentgeo_sweep_id_reenters_a_sweep_resumes_and_skips_finished_jobs(tmp
     assert third.returncode == 0, third.stderr[-3000:]
     assert third.stdout.count("run already complete") == 2
     assert summary_line(2, 0, 0) in third.stdout
-
-
-# ----------------------------------------------------------------------------- presets
 
 
 # ----------------------------------------------------------------------------- real Slurm

@@ -73,22 +73,17 @@ def test_a_resumed_run_in_a_moved_outputs_folder_continues_the_same_wandb_run(tm
     assert isinstance(RunDir(run.dir).summary()["test/accuracy"], float)
 
 
-def test_figures_the_run_writes_are_logged_as_images(tmp_path):
-    run_cli([*TINY, *WANDB, "model=cnn3", "model.activation=relu_alpha", "metrics=none",
-             "trainer.epochs=1"], env={"LATENTGEO_OUTPUT": str(tmp_path)})
+def test_post_hoc_results_reach_the_wandb_run_and_evaluate_logs_its_own(tmp_path):
+    """A ReLU_α run logs the alpha.png it writes as an image; evaluate logs a job_type=evaluate
+    run in the training run's group, one row per checkpoint; evaluate and re-init results
+    reach the training run's wandb summary (same id, resumed)."""
+    result = run_cli([*TINY, *WANDB, "model=cnn3", "model.activation=relu_alpha",
+                      "metrics=none", "trainer.epochs=1"], env={"LATENTGEO_OUTPUT": str(tmp_path)})
+    assert result.returncode == 0, result.stderr[-2000:]
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert (run_dir / "alpha.png").is_file()
     images = [h for h in wandb_history(run_dir) if h.get("figures/alpha._type") == "image-file"]
     assert len(images) == 1
-
-
-def test_post_hoc_results_reach_the_wandb_run_and_evaluate_logs_its_own(tmp_path):
-    """evaluate: a job_type=evaluate run in the training run's group, one row per checkpoint;
-    evaluate and re-init results in the training run's wandb summary (same id, resumed)."""
-    result = run_cli([*TINY, *WANDB, "metrics=none", "trainer.epochs=1"],
-                     env={"LATENTGEO_OUTPUT": str(tmp_path)})
-    assert result.returncode == 0, result.stderr[-2000:]
-    (run_dir,) = (tmp_path / "runs").iterdir()
     run = RunDir(run_dir)
     train_id, name, group = (run.status()[k] for k in ("wandb_id", "wandb_name", "wandb_group"))
     assert evaluate.main([str(run_dir), "checkpoint=all"]) == 0
