@@ -121,11 +121,12 @@ def record_results(run: RunDir, cfg, results: list[dict[str, Any]]) -> None:
     try:
         with run.owned("python -m latentgeo.evaluate (summary)"):
             where = add_to_summary(run, cfg, summary_entries(results))
-    except LockHeld:
-        where = []
+    except LockHeld as error:  # a training (or an analysis) is writing the run dir
+        print(f"summary not changed (the results are in eval/): {error}")
+        return
     print(f"added to the summary in {' and '.join(where)}" if where else
-          f"summary not changed: the run is {run.shown_state}, its summary is written when it "
-          "ends ok")
+          f"summary not changed (the results are in eval/): the run is {run.shown_state}; "
+          "a run's summary is written when it ends ok")
 
 
 def format_values(values: dict[str, Any]) -> str:

@@ -4,13 +4,15 @@ the run's final numbers reproduced exactly, the training record left untouched."
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 
 import pytest
 
 from latentgeo import evaluate
 from latentgeo.records import RunDir
 from latentgeo.train import train
-from tests.conftest import TINY, compose_cfg
+from tests.conftest import REPO, TINY, compose_cfg
 
 # values of an epoch that evaluation cannot (and must not) reproduce: training-loop state
 TRAINING_ONLY = ("lr", "gamma", "step", "train/running_loss", "train/running_accuracy")
@@ -78,3 +80,25 @@ def test_a_missing_checkpoint_or_a_fixed_group_is_a_clear_error(trained, capsys)
     assert "metrics.accuracy is not a key of the run's config; metrics has [" in \
         capsys.readouterr().err
     assert evaluate.main([str(trained.parent / "nothing")]) == 2
+
+
+def test_a_run_still_going_is_evaluated_and_its_summary_left_alone(trained, capsys):
+    """Another process owns the run dir (a training going on): evaluate reads its checkpoint,
+    writes eval/, and leaves summary.json to the run."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from latentgeo.records import RunDir; "
+         "owned = RunDir(sys.argv[1]).owned('train'); owned.__enter__(); print('held', "
+         "flush=True); time.sleep(120)", str(trained)],
+        cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert RunDir(trained).has_live_owner()
+        before = digest(trained / "summary.json")
+        assert evaluate.main([str(trained), "checkpoint=epoch_0001"]) == 0
+        out = capsys.readouterr().out
+        assert "summary not changed (the results are in eval/)" in out and "is in use" in out
+        assert digest(trained / "summary.json") == before
+        assert RunDir(trained).evaluations()["epoch_0001"]["epoch"] == 1
+    finally:
+        holder.kill()
+        holder.wait()
