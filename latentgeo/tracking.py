@@ -148,6 +148,20 @@ def start_training_sink(run: RunDir, cfg: TrainConfig, config: dict[str, Any],
     return WandbSink.start(run.dir, cfg, config, "train", run_id, name, group)
 
 
+def stored_identity(run: RunDir, cfg: TrainConfig) -> tuple[str | None, str, str]:
+    """(id, name, group) of the run's wandb run as status.json keeps them; a run recorded
+    before name and group were kept gets them as its training derived them (a sweep job's
+    dir is its job number, its group the sweep id)."""
+    status = run.status() or {}
+    name = status.get("wandb_name") or display_name(
+        cfg.head.name, cfg.optimizer.lr, cfg.trainer.seed, status.get("overrides") or [],
+        cfg.name)
+    job_dir = run.dir.resolve()
+    group = status.get("wandb_group") or cfg.logger.group or (
+        job_dir.parent.name if job_dir.name.isdigit() else job_dir.name)
+    return status.get("wandb_id"), name, group
+
+
 def scalars(values: dict[str, Any]) -> dict[str, float]:
     return {k: v for k, v in values.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -163,9 +177,8 @@ def add_to_summary(run: RunDir, cfg: TrainConfig, values: dict[str, Any]) -> lis
         return []
     run.add_to_summary(values)
     where = [str(run.artifact("summary"))]
-    status = run.status() or {}
-    if cfg.logger.name == "wandb" and all(status.get(key) for key in IDENTITY):
-        run_id, name, group = (status[key] for key in IDENTITY)
+    run_id, name, group = stored_identity(run, cfg)
+    if cfg.logger.name == "wandb" and run_id:
         sink = WandbSink.start(run.dir, cfg, run.config(), "train", run_id, name, group,
                                silent=True)
         if sink is not None:
@@ -179,12 +192,8 @@ def log_evaluation(run: RunDir, cfg: TrainConfig, results: list[dict[str, Any]])
     """Evaluated checkpoints as their own wandb run: ``job_type=evaluate``, the training run's
     group, its name + ``-eval``, one history row per checkpoint on the epoch axis (so
     ``checkpoint=all`` draws the metrics over training). Returns the new run's id."""
-    status = run.status() or {}
-    name = status.get("wandb_name") or display_name(
-        cfg.head.name, cfg.optimizer.lr, cfg.trainer.seed, status.get("overrides") or [],
-        cfg.name)
-    group = status.get("wandb_group") or cfg.logger.group or run.dir.parent.name
-    config = {**run.config(), "evaluated": {"wandb_id": status.get("wandb_id"),
+    train_id, name, group = stored_identity(run, cfg)
+    config = {**run.config(), "evaluated": {"wandb_id": train_id,
                                             "checkpoints": [r["checkpoint"] for r in results]}}
     run_id = wandb_run_id(None)
     sink = WandbSink.start(run.dir, cfg, config, "evaluate", run_id, f"{name}-eval", group,

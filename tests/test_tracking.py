@@ -9,9 +9,10 @@ import signal
 
 from latentgeo import evaluate
 from latentgeo.analysis import reinit
-from latentgeo.records import RunDir, SweepDir
-from latentgeo.tracking import display_name, short_number
-from tests.conftest import TINY, run_cli, wandb_history, wandb_records
+from latentgeo.config import to_typed
+from latentgeo.records import RunDir, SweepDir, atomic_write_json
+from latentgeo.tracking import display_name, short_number, stored_identity
+from tests.conftest import TINY, compose_cfg, run_cli, wandb_history, wandb_records
 from tests.test_faults import SLOW, checkpointed_epoch, run_dir_of, start_cli, wait_for
 
 WANDB = ["logger=wandb", "logger.mode=offline"]
@@ -24,6 +25,22 @@ def test_names_read_like_the_sweep():
                                              "dataset=digits", "trainer.seed=1"]) == \
         "bin_enc-lin_pen_dropout-lr2e-4-s1"
     assert display_name("no_pen", 0.01, 0, [], name="demo") == "demo-lr0.01-s0"
+
+
+def test_a_run_recorded_before_its_name_and_group_were_kept_gets_them_as_training_did(
+        tmp_path):
+    cfg = to_typed(compose_cfg([*TINY, "optimizer.lr=2e-4", "trainer.seed=1"]))
+    job = tmp_path / "20261201-120000-ab12cd" / "3"
+    job.mkdir(parents=True)
+    atomic_write_json(job / "status.json", {"state": "ok", "wandb_id": "abc",
+                                            "overrides": ["variant=lin_pen_dropout"]})
+    assert stored_identity(RunDir(job), cfg) == ("abc", "bin_enc-lin_pen_dropout-lr2e-4-s1",
+                                                 "20261201-120000-ab12cd")
+    single = tmp_path / "runs" / "synthetic-resnet18-bin_enc-1a2b3c4d"
+    single.mkdir(parents=True)
+    atomic_write_json(single / "status.json", {"state": "ok", "wandb_id": "def",
+                                               "wandb_name": "kept", "wandb_group": "g"})
+    assert stored_identity(RunDir(single), cfg) == ("def", "kept", "g")
 
 
 def test_a_sweep_logs_named_grouped_runs_on_an_epoch_axis(tmp_path):
