@@ -200,6 +200,10 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 # Every file a run dir can hold, by the name code uses for it: the one list of file names.
+# status.json keys that keep a run's wandb run (id, display name, group) across resumes,
+# requeues, a moved outputs folder, and for the post-hoc commands (``latentgeo.tracking``)
+WANDB_IDENTITY = ("wandb_id", "wandb_name", "wandb_group")
+
 ARTIFACTS = {
     "config": "config.yaml",
     "status": "status.json",
@@ -491,8 +495,8 @@ class RunDir:
             "versions": versions(),
             "overrides": list(overrides or previous.get("overrides") or []),
         }
-        for key in ("wandb_id", "wandb_name", "wandb_group"):  # the same wandb run across
-            if previous.get(key):                                 # resumes and requeues
+        for key in WANDB_IDENTITY:  # the same wandb run across resumes and requeues
+            if previous.get(key):
                 self._status[key] = previous[key]
         if resumed_epoch:
             self._status["resumed_at"] = now()

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from latentgeo.config import TrainConfig
-from latentgeo.records import RunDir
+from latentgeo.records import WANDB_IDENTITY, RunDir
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,6 @@ def short_number(value: float) -> str:
     return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
-IDENTITY = ("wandb_id", "wandb_name", "wandb_group")  # the status.json keys that keep it
 NAMING_GROUPS = ("variant", "corruption", "experiment")  # what tells a sweep's variants apart
 
 
@@ -142,7 +141,7 @@ def start_training_sink(run: RunDir, cfg: TrainConfig, config: dict[str, Any],
                 run.recorded("wandb_name") or display_name(
                     cfg.head.name, cfg.optimizer.lr, cfg.trainer.seed, overrides, cfg.name),
                 run.recorded("wandb_group") or cfg.logger.group or group or run.dir.name)
-    for key, value in zip(IDENTITY, identity):
+    for key, value in zip(WANDB_IDENTITY, identity):
         run.note(key, value)
     run_id, name, group = identity
     return WandbSink.start(run.dir, cfg, config, "train", run_id, name, group)
