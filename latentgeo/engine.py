@@ -9,6 +9,7 @@ when is the families registry's business (``latentgeo.families``), never the loo
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -34,7 +35,14 @@ from latentgeo.loop import (
 from latentgeo.models import Classifier
 from latentgeo.models.relu_alpha import relu_alpha_modules
 from latentgeo.records import RunDamaged, RunDir, event_problem
-from latentgeo.runtime import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from latentgeo.runtime import (
+    load_checkpoint,
+    pause_point,
+    pausing,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 
 
 class Sink(Protocol):
@@ -71,6 +79,7 @@ def fit(cfg: TrainConfig, run: RunDir, model: Classifier, data: DataBundle, load
         init_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         save_checkpoint(run.checkpoint("init"), {"epoch": 0, "model": init_state})
         record(run, sink, point(0, {"epoch": 0, "step": 0}), cfg, events)  # initial weights
+        pause_point("epoch0.event")
     # a live bar only on a terminal: a Slurm log would fill with its \r frames
     bar = tqdm(total=trainer.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
                disable=not (trainer.progress and sys.stderr.isatty()), unit="step",
@@ -87,7 +96,8 @@ def fit(cfg: TrainConfig, run: RunDir, model: Classifier, data: DataBundle, load
             loss_fn = classifier_loss(gamma, alphas.penalty if alphas else None,
                                       cfg.head.penalty)
             with profiling(run, trainer.profile_steps if epoch == start_epoch + 1 else 0,
-                           alphas.after_step if alphas else None) as after_step:
+                           pausing_steps(alphas.after_step if alphas else None,
+                                         (epoch - 1) * steps_per_epoch)) as after_step:
                 event.update(train_epoch(train_model, loaders.train, optimizer, epoch, loss_fn,
                                          bar, after_step=after_step, autocast_dtype=autocast))
             event["time/epoch_s"] = time.perf_counter() - tic
@@ -96,13 +106,31 @@ def fit(cfg: TrainConfig, run: RunDir, model: Classifier, data: DataBundle, load
             if alphas is not None:
                 event.update(alphas.epoch_end(epoch))
             record(run, sink, point(epoch, event), cfg, events)
+            pause_point(f"epoch{epoch}.event")
             checkpoint(run, epoch, model, optimizer, alphas, trainer.snapshot_epochs, events)
             line = progress_line(event, trainer.epochs)
             bar.write(line)  # the console, above the bar
             run.append_log(line)  # the run's train.log: the same line
+            pause_point(f"epoch{epoch}.checkpoint")
     finally:
         bar.close()
     return events
+
+
+def pausing_steps(after_step: Callable[[], None] | None, steps_before: int
+                  ) -> Callable[[], None] | None:
+    """``after_step``, plus the pause points ``step<N>`` (global step N) when a test holds the
+    run (``runtime.pause_point``); unchanged otherwise."""
+    if not pausing():
+        return after_step
+    steps = itertools.count(steps_before + 1)
+
+    def step() -> None:
+        if after_step is not None:
+            after_step()
+        pause_point(f"step{next(steps)}")
+
+    return step
 
 
 @contextlib.contextmanager

@@ -16,6 +16,32 @@ import torch
 
 from latentgeo.records import RunDamaged, atomic_write_bytes
 
+PAUSE_DIR = "LATENTGEO_PAUSE_DIR"  # tests only: see pause_point
+
+
+def pausing() -> bool:
+    return bool(os.environ.get(PAUSE_DIR))
+
+
+def pause_point(name: str) -> None:
+    """A named point of a run where a test can hold it (``tests/conftest.py`` ``Pause``): with
+    ``$LATENTGEO_PAUSE_DIR`` set and a FIFO called ``name`` in it, announce
+    ``<name>.reached.<pid>`` there and block until the test writes a byte into the FIFO (or a
+    signal ends the wait). Tests then act at an exact point of a run, whatever the CPU's
+    speed, instead of racing it. Without the variable it costs one environment lookup."""
+    folder = os.environ.get(PAUSE_DIR)
+    if not folder:
+        return
+    fifo = Path(folder) / name
+    if not fifo.is_fifo():
+        return
+    fd = os.open(fifo, os.O_RDWR)  # never blocks, and keeps the FIFO open before announcing
+    try:
+        (Path(folder) / f"{name}.reached.{os.getpid()}").touch()
+        os.read(fd, 1)  # until the test writes
+    finally:
+        os.close(fd)
+
 
 class CheckpointDamaged(RunDamaged):
     """A checkpoint file that torch cannot read (truncated, overwritten, another format)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
 import latentgeo.train  # noqa: F401  (registers the schema and resolvers)
+from latentgeo.runtime import PAUSE_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 # A tiny, fast, offline configuration every e2e test starts from.
@@ -62,3 +64,48 @@ def wandb_records(run_dir: Path, offline_dir: Path | None = None) -> list[dict]:
 def wandb_history(run_dir: Path) -> list[dict]:
     """The history rows of a run's offline wandb log."""
     return [r["history"]["item"] for r in wandb_records(run_dir) if r.get("type") == "history"]
+
+
+class Pause:
+    """Holds runs at named points (``latentgeo.runtime.pause_point``: ``epoch<E>.event``,
+    ``epoch<E>.checkpoint``, ``step<S>``) until the test releases them, so a test acts at an
+    exact point of a run instead of guessing from the CPU's speed. Pass ``pause.env`` to the
+    run's environment; a run that reaches a point announces it and waits there."""
+
+    def __init__(self, folder: Path, *points: str) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for point in points:
+            os.mkfifo(self.folder / point)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {PAUSE_DIR: str(self.folder)}
+
+    def reached(self, point: str) -> int:
+        return len(list(self.folder.glob(f"{point}.reached.*")))
+
+    def wait(self, point: str, process: subprocess.Popen | None = None, count: int = 1,
+             patience: float = 600) -> None:
+        """Until ``count`` runs wait at ``point``. ``patience`` only bounds a broken test (a
+        run that died or never gets there); it is no guess of how fast a run is."""
+        give_up = time.monotonic() + patience
+        while self.reached(point) < count:
+            if process is not None and process.poll() is not None:
+                said = process.stderr.read()[-3000:] if process.stderr else ""
+                raise AssertionError(f"the run ended (exit {process.returncode}) before "
+                                     f"{point}: {said}")
+            if time.monotonic() > give_up:
+                raise AssertionError(f"no run reached {point} in {patience:.0f} s")
+            time.sleep(0.02)
+
+    def release(self, point: str) -> None:
+        """Lets the runs waiting at ``point`` go on; the point is gone (a later pass, e.g. the
+        next job of a sweep in the same process, does not stop there)."""
+        fifo = self.folder / point
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # the waiting runs hold the read end
+        try:
+            os.write(fd, b"x" * self.reached(point))  # one byte wakes one run
+        finally:
+            os.close(fd)
+        fifo.unlink()

@@ -11,7 +11,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,30 +20,33 @@ from latentgeo.config import ConfigError
 from latentgeo.data import load_dataset
 from latentgeo.records import RunDir
 from latentgeo.train import train
-from tests.conftest import REPO, TINY, compose_cfg, run_cli
+from tests.conftest import REPO, TINY, Pause, compose_cfg, run_cli
 
-# slow enough to be caught mid-run (≈ 0.3-0.6 s per epoch on this CPU), deterministic
-SLOW = [*TINY, "trainer.epochs=12", "dataset.train_size=512", "metrics=none",
+# a deterministic run that the tests hold at exact points (Pause): never raced by speed
+EPOCHS = 5
+SLOW = [*TINY, f"trainer.epochs={EPOCHS}", "dataset.train_size=256", "metrics=none",
         "trainer.deterministic=true", "trainer.num_threads=1"]
 
 
-def start_cli(args: list[str], out: Path) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "LATENTGEO_OUTPUT": str(out)}
+def start_cli(args: list[str], out: Path, pause: Pause | None = None) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LATENTGEO_OUTPUT": str(out),
+           **(pause.env if pause else {})}
     return subprocess.Popen([sys.executable, "-m", "latentgeo.train", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def held_at(point: str, tmp_path: Path, args: list[str] = SLOW
+            ) -> tuple[subprocess.Popen, Pause]:
+    """A CLI run started and waiting at ``point`` (e.g. ``epoch2.checkpoint``)."""
+    pause = Pause(tmp_path / "pause", point)
+    process = start_cli(args, tmp_path, pause)
+    pause.wait(point, process)
+    return process, pause
 
 
 def run_dir_of(out: Path) -> RunDir:
     (path,) = (out / "runs").iterdir()
     return RunDir(path)
-
-
-def wait_for(predicate, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("the run never got there")
-        time.sleep(0.05)
 
 
 def epochs_of(run: RunDir) -> list[int]:
@@ -79,10 +81,8 @@ def rerun(run: RunDir, args: list[str] = SLOW) -> RunDir:
 @pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_is_recorded_interrupted_and_the_rerun_resumes_to_the_same_numbers(
         signum, code, tmp_path, uninterrupted):
-    process = start_cli(SLOW, tmp_path)
-    wait_for(lambda: (tmp_path / "runs").is_dir() and any((tmp_path / "runs").iterdir())
-             and checkpointed_epoch(run_dir_of(tmp_path)) >= 2)
-    process.send_signal(signum)
+    process, _ = held_at("epoch2.checkpoint", tmp_path)
+    process.send_signal(signum)  # ends the wait: the run stops after epoch 2
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == code, stderr
     run = run_dir_of(tmp_path)
@@ -91,24 +91,23 @@ def test_a_signal_is_recorded_interrupted_and_the_rerun_resumes_to_the_same_numb
     assert status["state"] == "interrupted" and name in status["reason"]
     assert "rerun the same command to resume" in status["reason"]
     assert f"interrupted by {name}" in stderr
-    kept = status["epoch"]  # the last complete (checkpointed) epoch
-    assert 2 <= kept < 12 and epochs_of(run)[:kept] == list(range(1, kept + 1))
+    assert status["epoch"] == 2  # the last complete (checkpointed) epoch
+    assert epochs_of(run) == [1, 2]
     rerun(run)
     assert RunDir(run.dir).state == "ok"
     assert strip_times(RunDir(run.dir).events()) == uninterrupted
 
 
 def test_a_second_writer_is_refused_at_once_naming_the_holder(tmp_path):
-    first = start_cli(SLOW, tmp_path)
-    wait_for(lambda: (tmp_path / "runs").is_dir() and any((tmp_path / "runs").iterdir())
-             and checkpointed_epoch(run_dir_of(tmp_path)) >= 1)
+    first, pause = held_at("epoch1.checkpoint", tmp_path)  # the first holds the run dir
     second = run_cli(SLOW, env={"LATENTGEO_OUTPUT": str(tmp_path)}, timeout=120)
     assert second.returncode == 2
     assert f"pid {first.pid}" in second.stderr and "is writing" in second.stderr
+    pause.release("epoch1.checkpoint")
     first.communicate(timeout=120)
     assert first.returncode == 0
     run = run_dir_of(tmp_path)
-    assert run.state == "ok" and epochs_of(run) == list(range(1, 13))  # nothing twice
+    assert run.state == "ok" and epochs_of(run) == list(range(1, EPOCHS + 1))  # nothing twice
 
 
 def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
@@ -119,9 +118,8 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
 
 
 def kill_after(tmp_path: Path, epoch: int, args=SLOW) -> RunDir:
-    process = start_cli(args, tmp_path)
-    wait_for(lambda: (tmp_path / "runs").is_dir() and any((tmp_path / "runs").iterdir())
-             and checkpointed_epoch(run_dir_of(tmp_path)) >= epoch)
+    """SIGKILL right after epoch ``epoch``'s checkpoint."""
+    process, _ = held_at(f"epoch{epoch}.checkpoint", tmp_path, args)
     process.kill()
     process.communicate(timeout=60)
     return run_dir_of(tmp_path)
@@ -142,7 +140,7 @@ def test_a_damaged_last_checkpoint_fails_clearly_with_the_recovery(tmp_path):
 def test_an_unreadable_status_file_does_not_leave_the_run_running(tmp_path):
     run = kill_after(tmp_path, 1)
     run.artifact("status").write_text("{not json")
-    assert rerun(run).state == "ok" and epochs_of(run) == list(range(1, 13))
+    assert rerun(run).state == "ok" and epochs_of(run) == list(range(1, EPOCHS + 1))
 
 
 def test_lost_events_are_restored_from_the_checkpoint_never_ok_with_gaps(tmp_path,
@@ -160,10 +158,9 @@ def test_lost_events_are_restored_from_the_checkpoint_never_ok_with_gaps(tmp_pat
 
 def test_events_deleted_while_the_run_goes_on_are_rewritten_at_the_end(tmp_path,
                                                                        uninterrupted):
-    process = start_cli(SLOW, tmp_path)
-    wait_for(lambda: (tmp_path / "runs").is_dir() and any((tmp_path / "runs").iterdir())
-             and checkpointed_epoch(run_dir_of(tmp_path)) >= 2)
+    process, pause = held_at("epoch2.checkpoint", tmp_path)
     run_dir_of(tmp_path).artifact("metrics").unlink()
+    pause.release("epoch2.checkpoint")
     process.communicate(timeout=120)
     assert process.returncode == 0
     run = run_dir_of(tmp_path)
@@ -174,25 +171,22 @@ def test_events_deleted_while_the_run_goes_on_are_rewritten_at_the_end(tmp_path,
 @pytest.mark.parametrize("kill_point", ["before the first checkpoint",
                                         "between the event and the checkpoint"])
 def test_no_event_is_duplicated_after_a_kill(kill_point, tmp_path, uninterrupted):
-    # an epoch-0 event; epochs twice as long, so the kill lands before the first checkpoint
-    args = [*SLOW, "metrics.hyperplanes.when=init+every:1", "dataset.train_size=1024"]
+    args = [*SLOW, "metrics.hyperplanes.when=init+every:1"]  # an epoch-0 event
     if kill_point == "before the first checkpoint":
-        process = start_cli(args, tmp_path)
-        wait_for(lambda: (tmp_path / "runs").is_dir() and any((tmp_path / "runs").iterdir())
-                 and epochs_of(run_dir_of(tmp_path)) == [0])
+        process, _ = held_at("epoch0.event", tmp_path, args)
+        assert epochs_of(run_dir_of(tmp_path)) == [0]
         process.kill()
         process.communicate(timeout=60)
         run = run_dir_of(tmp_path)
         assert not run.last_checkpoint.exists()
-    else:
-        run = kill_after(tmp_path, 2, args)
-        kept = checkpointed_epoch(run)
-        events = RunDir(run.dir).events()
-        # the event of the next epoch written, its checkpoint not (the kill came between)
-        with open(run.artifact("metrics"), "a") as f:
-            f.write(json.dumps({**events[-1], "epoch": kept + 1}) + "\n")
+    else:  # epoch 3's event is in metrics.jsonl, its checkpoint is not
+        process, _ = held_at("epoch3.event", tmp_path, args)
+        process.kill()
+        process.communicate(timeout=60)
+        run = run_dir_of(tmp_path)
+        assert checkpointed_epoch(run) == 2 and epochs_of(run) == [0, 1, 2, 3]
     assert rerun(run, args).state == "ok"
-    assert epochs_of(run) == list(range(0, 13))
+    assert epochs_of(run) == list(range(0, EPOCHS + 1))
 
 
 def test_files_honour_the_umask(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from latentgeo import runs
 from tests.conftest import TINY, run_cli
-from tests.test_faults import SLOW, checkpointed_epoch, run_dir_of, start_cli, wait_for
+from tests.test_faults import EPOCHS, held_at
 
 
 def test_runs_lists_ok_failed_and_killed_runs_with_their_state(tmp_path, capsys):
@@ -15,9 +15,7 @@ def test_runs_lists_ok_failed_and_killed_runs_with_their_state(tmp_path, capsys)
     assert run_cli([*TINY, "trainer.epochs=0"], env={"LATENTGEO_OUTPUT": str(out)}
                    ).returncode == 2
     killed_out = out / "killed"
-    process = start_cli(SLOW, killed_out)
-    wait_for(lambda: (killed_out / "runs").is_dir() and any((killed_out / "runs").iterdir())
-             and checkpointed_epoch(run_dir_of(killed_out)) >= 1)
+    process, _ = held_at("epoch1.checkpoint", killed_out)
     assert runs.main([str(out), "--state", "running"]) == 0
     assert "1 running" in capsys.readouterr().out  # alive: its process holds the lock
     process.kill()
@@ -32,7 +30,7 @@ def test_runs_lists_ok_failed_and_killed_runs_with_their_state(tmp_path, capsys)
     (failed,) = [line for line in table.splitlines() if " failed " in line]
     assert "trainer.epochs=0 is not allowed" in failed
     (dead,) = [line for line in table.splitlines() if " dead " in line]
-    assert "/12" in dead and "rerun the same command" in dead
+    assert f"/{EPOCHS}" in dead and "rerun the same command" in dead
     assert table.splitlines()[-1] == "1 dead, 1 failed, 1 ok"
     assert runs.main([str(out), "--state", "running"]) == 0
     assert "no runs" in capsys.readouterr().out

@@ -13,7 +13,7 @@ from latentgeo.config import to_typed
 from latentgeo.records import RunDir, SweepDir, atomic_write_json
 from latentgeo.tracking import display_name, short_number, stored_identity
 from tests.conftest import TINY, compose_cfg, run_cli, wandb_history, wandb_records
-from tests.test_faults import SLOW, checkpointed_epoch, run_dir_of, start_cli, wait_for
+from tests.test_faults import SLOW, held_at, run_dir_of
 
 WANDB = ["logger=wandb", "logger.mode=offline"]
 
@@ -72,9 +72,7 @@ def test_a_sweep_logs_named_grouped_runs_on_an_epoch_axis(tmp_path):
 
 def test_a_resumed_run_in_a_moved_outputs_folder_continues_the_same_wandb_run(tmp_path):
     first = tmp_path / "first"
-    process = start_cli([*SLOW, *WANDB], first)
-    wait_for(lambda: (first / "runs").is_dir() and any((first / "runs").iterdir())
-             and checkpointed_epoch(run_dir_of(first)) >= 1)
+    process, _ = held_at("epoch1.checkpoint", first, [*SLOW, *WANDB])
     process.send_signal(signal.SIGTERM)
     process.communicate(timeout=60)
     run_id = run_dir_of(first).status()["wandb_id"]
