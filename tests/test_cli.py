@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ import pytest
 from latentgeo.config import ConfigError, DatasetUnavailable
 from latentgeo.records import read_json, read_metrics
 from latentgeo.train import train
-from tests.conftest import REPO, TINY, compose_cfg, run_cli
+from tests.conftest import REPO, TINY, Pause, compose_cfg, run_cli
 
 BAD_CONFIGS = [
     (["model=no_such_model"], "model/no_such_model"),
@@ -79,24 +78,19 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path, cap
     assert reference.returncode == 0, reference.stderr
     (reference_dir,) = (tmp_path / "a" / "runs").iterdir()
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "LATENTGEO_OUTPUT": str(tmp_path / "b")}
+    # held after step 80 of 160 (32 per epoch): in the middle of epoch 3, then SIGKILLed
+    pause = Pause(tmp_path / "pause", "step80")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LATENTGEO_OUTPUT": str(tmp_path / "b"),
+           **pause.env}
     process = subprocess.Popen([sys.executable, "-m", "latentgeo.train", *args], cwd=REPO,
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    metrics = None
-    while time.time() < deadline and process.poll() is None:
-        found = list((tmp_path / "b").rglob("metrics.jsonl"))
-        if found and len(read_metrics(found[0])) >= 2:
-            metrics = found[0]
-            break
-        time.sleep(0.05)
-    assert metrics is not None, "run ended before it could be killed"
-    time.sleep(0.3)  # into epoch 3
+    pause.wait("step80", process)
     process.send_signal(signal.SIGKILL)
     process.wait()
+    (metrics,) = (tmp_path / "b").rglob("metrics.jsonl")
     run_dir = metrics.parent
     assert read_json(run_dir / "status.json")["state"] == "running"  # killed: never "ok"
-    assert len(read_metrics(metrics)) < 5
+    assert [e["epoch"] for e in read_metrics(metrics)] == [0, 1, 2]
 
     resumed = run_cli(args, env={"LATENTGEO_OUTPUT": str(tmp_path / "b")})
     assert resumed.returncode == 0, resumed.stderr
