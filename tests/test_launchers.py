@@ -18,17 +18,15 @@ from pathlib import Path
 
 import pytest
 import submitit
-import torch
 from hydra import compose, initialize_config_module
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import OmegaConf, open_dict, read_write
 
 import latentgeo.train
 from latentgeo import aggregate
-from latentgeo.models import build_model
 from latentgeo.records import read_json, read_metrics
 from latentgeo.sweep_callback import expected_job_count, format_summary, job_states
-from tests.conftest import REPO, TINY, run_cli
+from tests.conftest import REPO, TINY, Pause, run_cli
 from tests.test_cli import comparable_events
 
 LOCAL_SLURM = REPO / "sweeps" / "local_slurm"
@@ -229,21 +227,16 @@ def test_two_sweeps_started_in_the_same_second_get_different_dirs(monkeypatch):
 def test_latentgeo_sweep_id_reenters_a_sweep_resumes_and_skips_finished_jobs(tmp_path):
     outputs = tmp_path / "out"
     sweep_id = "reentry-test"
-    args = ["-m", *TINY, "trainer.epochs=4", "dataset.train_size=1024", "metrics=none",
+    args = ["-m", *TINY, "trainer.epochs=3", "dataset.train_size=256", "metrics=none",
             "optimizer.lr=1e-3,2e-3"]
+    pause = Pause(tmp_path / "pause", "epoch1.checkpoint")  # job 0 waits there
     env = {**os.environ, "OMP_NUM_THREADS": "1", "LATENTGEO_OUTPUT": str(outputs),
-           "LATENTGEO_SWEEP_ID": sweep_id}
+           "LATENTGEO_SWEEP_ID": sweep_id, **pause.env}
     driver = subprocess.Popen([sys.executable, "-m", "latentgeo.train", *args], cwd=REPO,
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True)
     first = outputs / "sweeps" / sweep_id / "0"
-    deadline = time.time() + 180
-    while time.time() < deadline and driver.poll() is None:
-        # last.pt is written after the epoch's metrics line: wait for it, or the kill can land
-        # between the two and the job rightly starts over instead of resuming
-        if (first / "checkpoints" / "last.pt").is_file():
-            break
-        time.sleep(0.05)
-    assert driver.poll() is None, "the sweep ended before it could be killed"
+    pause.wait("epoch1.checkpoint", driver)
     driver.send_signal(signal.SIGKILL)  # the driver dies mid-sweep (basic launcher: job 0 too)
     driver.wait()
     assert read_json(first / "status.json")["state"] == "running"
@@ -254,7 +247,7 @@ def test_latentgeo_sweep_id_reenters_a_sweep_resumes_and_skips_finished_jobs(tmp
     assert f"resuming {first} from epoch" in again.stdout
     assert summary_line(2, 0, 0) in again.stdout
     assert sweep_dirs(outputs) == [outputs / "sweeps" / sweep_id]  # no new sweep dir
-    assert [e["epoch"] for e in read_metrics(first / "metrics.jsonl")][-1] == 4
+    assert [e["epoch"] for e in read_metrics(first / "metrics.jsonl")][-1] == 3
 
     third = run_cli(args, env={"LATENTGEO_OUTPUT": str(outputs), "LATENTGEO_SWEEP_ID": sweep_id})
     assert third.returncode == 0, third.stderr[-3000:]
@@ -301,11 +294,11 @@ def slurm_args(*extra: str) -> list[str]:
 
 def sacct_states(env: dict, sweep_dir: Path, jobs: int) -> dict[int, str]:
     """Slurm's own final verdict per array task (job num), from accounting. The driver can
-    return before slurmdbd has recorded the ends, so wait (briefly) for them."""
+    return before slurmdbd has recorded the ends, so wait for them."""
     array_ids = sorted({p.name.split("_")[0] for p in (sweep_dir / ".submitit").iterdir()
                         if p.name[0].isdigit()})  # not the .submission_file_*.sh link
     states: dict[int, str] = {}
-    for _ in range(60):
+    for _ in range(1200):  # up to 10 min: a bound for a broken accounting, not a speed
         out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j",
                               ",".join(array_ids)], env=env, capture_output=True, text=True,
                              timeout=30).stdout
@@ -356,60 +349,32 @@ def release_requeued_jobs(env: dict) -> int:
     return len(held)
 
 
-def epochs_lasting(seconds: float, run: list[str]) -> int:
-    """How many epochs of ``run`` (a TINY variant) take about ``seconds`` on one core of this
-    machine, as loaded as it is now: times a few training steps of the same model."""
-    cfg = compose_all([run])[0]
-    model = build_model(cfg, (3, cfg.dataset.image_size, cfg.dataset.image_size), 10)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    x = torch.randn(cfg.trainer.batch_size, 3, cfg.dataset.image_size, cfg.dataset.image_size)
-    y = torch.randint(0, 10, (cfg.trainer.batch_size,))
-
-    def step() -> None:
-        optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(model(x)[0], y).backward()
-        optimizer.step()
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        step()  # warm-up
-        tic = time.perf_counter()
-        for _ in range(20):
-            step()
-        per_step = (time.perf_counter() - tic) / 20
-    finally:
-        torch.set_num_threads(threads)
-    per_epoch = per_step * cfg.dataset.train_size / cfg.trainer.batch_size  # this errs long
-    return max(10, min(200, round(seconds / per_epoch)))
-
-
 @pytest.mark.slurm
 def test_slurm_job_past_its_time_limit_is_requeued_and_resumes_to_the_same_result(
         local_slurm, tmp_path):
-    # ~40 s of training on one core, past the point where Slurm sends USR2 (signal_delay_s
-    # before the 1-minute limit; in practice 25-40 s after the start, as slurmctld checks
-    # limits every 30 s — 29-31 s in slurmctld.log here): submitit checkpoints and requeues the
-    # job, and the rerun resumes from last.pt, as often as needed (each start costs ~5 s of
-    # imports, so ~60 s of training took three requeues). The epoch count is calibrated on
-    # this machine, as loaded as it is (the estimate errs long: ~36 s asked, ~40 s taken), so
-    # that a fast one is still interrupted and one requeue is the rule.
-    run = [*TINY, "dataset.train_size=2048", "metrics=none", "metrics.every=1",
+    # The job holds after epoch 2's checkpoint (Pause) until Slurm's USR2 comes (signal_delay_s
+    # before the 1-minute limit; slurmctld checks limits every 30 s): submitit checkpoints and
+    # requeues it, and the requeued job resumes from last.pt at epoch 2 — past the held point,
+    # so it runs to the end. However fast or slow the machine, the job is interrupted exactly
+    # once, at a known epoch.
+    run = [*TINY, "dataset.train_size=512", "metrics=none", "metrics.every=1",
            "trainer.deterministic=true", "trainer.num_threads=1",
            "head.dropout_penultimate=true"]
-    epochs = epochs_lasting(36, run)
+    epochs = 4
     run.append(f"trainer.epochs={epochs}")
+    pause = Pause(tmp_path / "pause", "epoch2.checkpoint")
     reference = subprocess.Popen(
         [sys.executable, "-m", "latentgeo.train", *run], cwd=REPO,
         env={**os.environ, "OMP_NUM_THREADS": "1", "LATENTGEO_OUTPUT": str(tmp_path / "ref")},
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     args = slurm_args("hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=15",
                       "hydra.launcher.max_num_timeout=8", *run)
-    env = {**local_slurm, "OMP_NUM_THREADS": "1", "LATENTGEO_OUTPUT": str(tmp_path / "out")}
+    env = {**local_slurm, "OMP_NUM_THREADS": "1", "LATENTGEO_OUTPUT": str(tmp_path / "out"),
+           **pause.env}
     driver = subprocess.Popen([sys.executable, "-m", "latentgeo.train", *args], cwd=REPO,
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True)
-    deadline, released = time.time() + 270, 0  # the whole test stays within ~4-5 minutes
+    deadline, released = time.time() + 600, 0  # a bound for a broken test, not a speed
     while driver.poll() is None and time.time() < deadline:
         released += release_requeued_jobs(local_slurm)
         time.sleep(1)
@@ -425,7 +390,7 @@ def test_slurm_job_past_its_time_limit_is_requeued_and_resumes_to_the_same_resul
     run_dir = sweep_dir / "0"
     status = read_json(run_dir / "status.json")
     assert status["state"] == "ok" and "resumed_at" in status  # it really was interrupted
-    assert released >= 1
+    assert pause.reached("epoch2.checkpoint") == 1 and released >= 1
     logs = "".join(p.read_text() for p in (sweep_dir / ".submitit").rglob("*.out"))
     assert "this job is timed-out" in logs and "Requeued job" in logs
     assert f"resuming {run_dir} from epoch" in logs
