@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from latentgeo.config import ConfigError, DatasetUnavailable
 from latentgeo.records import read_json, read_metrics
@@ -142,7 +143,9 @@ def test_pip_install_non_editable_runs_from_another_directory(tmp_path):
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
          "--target", str(target), str(REPO)], capture_output=True, text=True, timeout=300)
     assert install.returncode == 0, install.stderr
-    assert (target / "latentgeo" / "conf" / "model" / "resnet18.yaml").is_file()
+    shipped = {p.relative_to(target / "latentgeo" / "conf")
+               for p in (target / "latentgeo" / "conf").rglob("*.yaml")}
+    assert shipped == {p.relative_to(REPO / "conf") for p in (REPO / "conf").rglob("*.yaml")}
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {"PYTHONPATH": str(target), "LATENTGEO_OUTPUT": str(elsewhere / "out")}
@@ -154,3 +157,14 @@ def test_pip_install_non_editable_runs_from_another_directory(tmp_path):
     assert result.returncode == 0, result.stderr
     (run_dir,) = (elsewhere / "out" / "runs").iterdir()
     assert read_json(run_dir / "status.json")["state"] == "ok"
+
+
+def test_every_config_folder_is_a_declared_package():
+    """setuptools ships conf/ as latentgeo.conf; a group folder missing from pyproject's
+    ``packages`` would still ship, but with a 30-line warning on every install."""
+    declared = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+                   ["packages"])
+    folders = {".".join(("latentgeo", *p.relative_to(REPO).parts)) for p in
+               [REPO / "conf", *(REPO / "conf").rglob("*")] if p.is_dir()
+               and p.name != "__pycache__"}
+    assert folders == {name for name in declared if name.startswith("latentgeo.conf")}
