@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from latentgeo import demo
 from latentgeo.config import to_typed
+from latentgeo.records import RunDir, atomic_write_json, atomic_write_text
 from tests.conftest import compose_cfg
 
 
@@ -46,3 +47,18 @@ def test_verdict_says_whether_the_binary_encoding_emerged():
     not_binary = [("bin_enc", "ok", summary(0.845, 0.90), "0"), rows[1]]
     assert "NOT reproduced" in demo.verdict(not_binary)
     assert "incomplete" in demo.verdict(rows[1:])
+
+
+def test_a_blank_cell_of_a_finished_run_says_why(tmp_path):
+    """Digits are easy: with a handful of test errors the AUROC is undefined, and the table
+    says so under the row instead of leaving an unexplained '-'."""
+    run = RunDir(tmp_path / "3")
+    values = {**summary(0.97, 0.004), "test/mahalanobis/num_classes_used": 10,
+              "test/mahalanobis/num_correct_test": 350, "test/mahalanobis/num_wrong_test": 0}
+    del values["test/mahalanobis/auroc_exact"], values["test/mahalanobis/auroc"]
+    atomic_write_json(run.artifact("summary"), values)
+    atomic_write_text(run.artifact("config"), "head:\n  name: no_pen\n")
+    text = demo.table([("no_pen", "ok", values, str(run.dir))])
+    assert ("no_pen AUROC -: AUROC undefined: no class has more than 2 misclassified test "
+            "samples") in text.splitlines()
+    assert "no_pen AUROC BE-101pt -: AUROC undefined" in text
