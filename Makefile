@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test findings lint bench clean
+.PHONY: setup demo test test-kernels findings lint bench clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,13 @@ demo: setup
 # fixtures such as the local Slurm start once
 test: setup
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile --durations=15 -m "not findings" tests \
+	  || { code=$$?; [ $$code -ne 5 ] || echo "pytest collected no tests" >&2; exit $$code; }
+
+# the tests that see CPU kernels (golden numbers, fault recovery equal to an uninterrupted run)
+# again under ATen's plain kernels: what another CPU computes (CI runs it after make test)
+test-kernels: setup
+	ATEN_CPU_CAPABILITY=default OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile \
+	  tests/test_golden.py tests/test_faults.py tests/test_evaluate.py \
 	  || { code=$$?; [ $$code -ne 5 ] || echo "pytest collected no tests" >&2; exit $$code; }
 
 # the seeds' published effects, reproduced on small real-data runs (tests/findings/, ~15 min
