@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import re
 import warnings
 
 import numpy as np
@@ -18,6 +19,8 @@ import torch
 from torch import nn
 
 from latentgeo import evaluate
+from latentgeo.build import validate
+from latentgeo.config import ConfigError
 from latentgeo.metrics.cka import (
     centered_gram,
     full_cka_pairs,
@@ -327,3 +330,12 @@ def test_a_run_records_both_families_and_evaluate_recomputes_them(tmp_path):
     values = RunDir(run_dir).evaluations()["last"]
     for key in expected | spectra:
         assert values[key] == pytest.approx(last[key], rel=1e-9, abs=1e-12), key
+
+
+@pytest.mark.parametrize(("key", "value", "allowed"), [
+    ("metrics.cka.samples", 3, "null (the whole split) or >= 4"),
+    ("metrics.cka.batch_size", 2, "null (full-batch CKA) or >= 4"),
+])
+def test_bad_cka_settings_are_refused_naming_the_key(key, value, allowed):
+    with pytest.raises(ConfigError, match=re.escape(f"{key}={value} is not allowed: {allowed}")):
+        validate(compose_cfg([f"{key}={value}"]))
