@@ -18,9 +18,11 @@ import pytest
 import torch
 from torch import nn
 
-from latentgeo import evaluate
-from latentgeo.build import validate
-from latentgeo.config import ConfigError
+from latentgeo import evaluate, families
+from latentgeo.build import make_loaders, validate
+from latentgeo.config import ConfigError, to_typed
+from latentgeo.data import load_dataset
+from latentgeo.data.loader import normalize
 from latentgeo.metrics.cka import (
     centered_gram,
     full_cka_pairs,
@@ -28,6 +30,7 @@ from latentgeo.metrics.cka import (
     minibatch_cka_pairs,
     unbiased_gram,
 )
+from latentgeo.metrics.features import collect_features
 from latentgeo.metrics.weight_spectra import (
     MIN_EIGENVALUES,
     fit_power_law,
@@ -35,6 +38,7 @@ from latentgeo.metrics.weight_spectra import (
     spectral_metrics,
     weight_spectra,
 )
+from latentgeo.models import build_model
 from latentgeo.records import RunDir
 from latentgeo.train import train
 from tests.conftest import TINY, compose_cfg
@@ -295,6 +299,56 @@ def test_power_law_exponent_is_recovered(alpha):
 def test_layers_with_too_few_eigenvalues_are_skipped():
     model = nn.Sequential(nn.Linear(10, MIN_EIGENVALUES - 1), nn.Linear(9, MIN_EIGENVALUES))
     assert sorted(weight_spectra(model)) == ["1"]
+
+
+# ---------------------------------------------------------------------------- the family
+
+
+@pytest.mark.parametrize("batch_size", [None, 24])
+def test_the_family_pairs_the_right_representations(batch_size):
+    """The family's values equal a direct computation on the same fixed sample: the trained
+    model's block outputs and x_pen from ``collect_features``, the same layers of a model
+    holding ``init_state``; the trained model is left as it was."""
+    overrides = [*TINY, "model=cnn3", "model.width=4", "metrics.cka.samples=100",
+                 f"metrics.cka.batch_size={'null' if batch_size is None else batch_size}"]
+    cfg = to_typed(compose_cfg(overrides))
+    data = load_dataset(cfg.dataset)
+    torch.manual_seed(0)
+    model = build_model(cfg, data.input_shape, data.num_classes)
+    init_state = {k: v.clone() for k, v in build_model(cfg, data.input_shape,
+                                                       data.num_classes).state_dict().items()}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    loaders = make_loaders(cfg, data, torch.device("cpu"))
+    point = families.Point(cfg, model, 1, False, data, loaders, init_state=init_state)
+    values = families.FAMILIES["cka"].compute(point)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    initial = build_model(cfg, data.input_shape, data.num_classes)
+    initial.load_state_dict(init_state)
+    blocks = model.backbone.block_names
+    index = torch.randperm(len(data.test), generator=torch.Generator().manual_seed(
+        cfg.metrics.seed))[:100].sort().values
+    images = normalize(data.test.x[index], data.mean, data.std)
+    # the family's batches: a forward pass rounds differently with another batch size
+    size = batch_size or cfg.trainer.eval_batch_size
+    batches = list(zip(images.split(size), data.test.y[index].split(size), strict=True))
+    reps = {}
+    for prefix, net in (("", model), ("init:", initial)):
+        features = collect_features(net, batches, block_names=blocks)
+        reps.update({f"{prefix}{k}": v for k, v in features.blocks.items()})
+        reps[f"{prefix}penultimate"] = features.x_pen
+    layers = [*blocks, "penultimate"]
+    expected = {f"{a}/{b}": (a, b) for i, a in enumerate(layers) for b in layers[i + 1:]}
+    expected.update({f"{layer}/init": (layer, f"init:{layer}") for layer in layers})
+    assert {k for k in values if k.startswith("test/")} == {f"test/cka/{k}" for k in expected}
+    for name, (a, b) in expected.items():
+        if batch_size is None:
+            direct = linear_cka(reps[a], reps[b])
+        else:  # 100 = 4·24 + 4: the last batch of 4 rows is kept
+            grams = {k: [unbiased_gram(part) for part in reps[k].split(batch_size)]
+                     for k in (a, b)}
+            direct = minibatch_cka_pairs(grams, [(a, b)])[(a, b)]
+        assert close(values[f"test/cka/{name}"], direct), name
+    assert values["test/cka/penultimate/init"] < 0.99  # two different weight draws
 
 
 # ---------------------------------------------------------------------------- a real run

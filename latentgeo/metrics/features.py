@@ -81,11 +81,16 @@ def _hooked_passes(model: nn.Module, batches: Batches,
     """One eval-mode pass calling ``on_block(name, output, labels)`` for every block (and for
     x_pen as ``PENULTIMATE`` after the blocks of each batch when ``with_penultimate``)."""
     current: dict[str, Tensor] = {}
-    handles = [
-        block.register_forward_hook(
-            lambda _m, _i, out, name=name: on_block(name, out.float(), current["y"]))
-        for name, block in model.backbone.blocks.items()  # type: ignore[union-attr]
-    ]
+
+    def hook(name: str) -> Callable[[nn.Module, object, Tensor], None]:
+        def observe(_module: nn.Module, _inputs: object, out: Tensor) -> None:
+            # returns None whatever on_block returns: a hook's value would replace the output
+            on_block(name, out.float(), current["y"])
+
+        return observe
+
+    handles = [block.register_forward_hook(hook(name))
+               for name, block in model.backbone.blocks.items()]  # type: ignore[union-attr]
     was_training = model.training
     model.eval()
     try:
