@@ -260,8 +260,9 @@ class CKAConfig:
 
     when: str = "off"
     samples: int | None = 1000  # images per split; null = the whole split
-    # null: the full-batch CKA of the sample (memory samples² per layer); N: Nguyen et al.'s
-    # unbiased minibatch estimator over batches of N >= 4 (memory samples·N per layer)
+    # null: the full-batch CKA of the sample (holds the sample's block outputs, then one
+    # samples² Gram per layer); N: Nguyen et al.'s unbiased minibatch estimator over batches of
+    # N >= 4 (one N² Gram per batch and layer, no block outputs kept; cheaper for large samples)
     batch_size: int | None = None
 
 
