@@ -14,10 +14,10 @@ from latentgeo.data.loader import normalize
 from latentgeo.families.core import Point, register
 from latentgeo.metrics.cka import (
     MIN_UNBIASED_ROWS,
+    MinibatchCKA,
     Pair,
     centered_gram,
     full_cka_pairs,
-    minibatch_cka_pairs,
     unbiased_gram,
 )
 from latentgeo.metrics.features import PENULTIMATE, Batches, _hooked_passes
@@ -51,48 +51,52 @@ def cka_sample(point: Point, split: str) -> Batches:
     return batches
 
 
-def layer_grams(model: Classifier, batches: Batches, minibatch: bool
-                ) -> dict[str, Tensor | list[Tensor]]:
-    """Per block and x_pen: the centred Gram of the whole sample, or (``minibatch``) the list of
-    per-batch unbiased Grams, computed in one hooked pass."""
-    if minibatch:
-        per_batch: dict[str, list[Tensor]] = {}
-        _hooked_passes(model, batches,
-                       lambda name, h, _y: per_batch.setdefault(name, []).append(unbiased_gram(h)),
-                       with_penultimate=True)
-        return dict(per_batch)
+def layer_outputs(model: Classifier, batches: Batches, suffix: str = "") -> dict[str, Tensor]:
+    """Every block output and x_pen of ``model`` over ``batches`` ([N, D] each, in depth
+    order), named ``<layer><suffix>``, from one hooked pass."""
     parts: dict[str, list[Tensor]] = {}
-    # clone: a later in-place op of the network must not change a stored block output
+    # clone: a later in-place op of the network must not change a kept block output
     _hooked_passes(model, batches,
-                   lambda name, h, _y: parts.setdefault(name, []).append(h.flatten(1).clone()),
+                   lambda name, h, _y: parts.setdefault(f"{name}{suffix}", []).append(
+                       h.flatten(1).clone()),
                    with_penultimate=True)
-    return {name: centered_gram(torch.cat(chunks)) for name, chunks in parts.items()}
+    return {name: torch.cat(chunks) for name, chunks in parts.items()}
 
 
 @register("cka", "off")
 def cka(point: Point) -> dict[str, Any]:
     """Linear CKA of every pair of blocks (and x_pen as ``penultimate``), upper triangle in depth
     order, and of each of them to the same layer of the initial weights (init.pt), on a fixed
-    sample of every evaluated split (``metrics.cka``)."""
-    minibatch = point.cfg.metrics.cka.batch_size is not None
+    sample of every evaluated split (``metrics.cka``). Full batch: the sample's outputs of one
+    model at a time, then their Grams; minibatch: both models on one batch at a time, only the
+    running HSIC sums kept."""
     layers = [*point.model.backbone.block_names, PENULTIMATE]
     # (representation, representation) -> the metric name after <split>/cka/
     names: dict[Pair, str] = {(a, b): f"{a}/{b}" for i, a in enumerate(layers)
                               for b in layers[i + 1:]}
-    initial = None
+    models = {"": point.model}  # name suffix -> model
     if point.init_state is not None:
         initial = copy.deepcopy(point.model)  # the trained model is never touched
         initial.load_state_dict(point.init_state)
+        models[f"/{INIT}"] = initial
         names.update({(layer, f"{layer}/{INIT}"): f"{layer}/{INIT}" for layer in layers})
     out: dict[str, Any] = {}
     for split in point.loaders.eval:
         batches = cka_sample(point, split)
-        grams = layer_grams(point.model, batches, minibatch)
-        if initial is not None:
-            grams.update({f"{name}/{INIT}": gram
-                          for name, gram in layer_grams(initial, batches, minibatch).items()})
-        values = (minibatch_cka_pairs(grams, names) if minibatch  # type: ignore[arg-type]
-                  else full_cka_pairs(grams, names))  # type: ignore[arg-type]
+        if point.cfg.metrics.cka.batch_size is None:
+            grams: dict[str, Tensor] = {}
+            for suffix, model in models.items():
+                grams.update({name: centered_gram(h)
+                              for name, h in layer_outputs(model, batches, suffix).items()})
+            values = full_cka_pairs(grams, names)
+        else:
+            accumulator = MinibatchCKA(names)
+            for batch in batches():
+                accumulator.update({name: unbiased_gram(h)
+                                    for suffix, model in models.items()
+                                    for name, h in layer_outputs(model, lambda b=batch: [b],
+                                                                 suffix).items()})
+            values = accumulator.value()
         out.update({f"{split}/cka/{names[pair]}": value for pair, value in values.items()})
     return out
 

@@ -88,19 +88,40 @@ def full_cka_pairs(grams: Mapping[str, Tensor], pairs: Iterable[Pair]) -> dict[P
             for a, b in pairs}
 
 
+class MinibatchCKA:
+    """Nguyen et al.'s minibatch CKA of ``pairs`` of named representations, accumulated batch
+    by batch: ``update`` takes one batch's ``unbiased_gram`` of every name (the same inputs in
+    every one) and keeps only the running HSIC₁ sums, so memory is one batch's Grams."""
+
+    def __init__(self, pairs: Iterable[Pair]) -> None:
+        self.pairs = list(pairs)
+        self.names = sorted({name for pair in self.pairs for name in pair})
+        self.cross = dict.fromkeys(self.pairs, 0.0)
+        self.own = dict.fromkeys(self.names, 0.0)  # HSIC₁(K̃, K̃) of each name
+
+    def update(self, grams: Mapping[str, Tensor]) -> None:
+        for name in self.names:
+            self.own[name] += unbiased_hsic(grams[name], grams[name])
+        for a, b in self.pairs:
+            self.cross[(a, b)] += unbiased_hsic(grams[a], grams[b])
+
+    def value(self) -> dict[Pair, float]:
+        out: dict[Pair, float] = {}
+        for a, b in self.pairs:
+            scale = self.own[a] * self.own[b]  # the 1/batches of the three means cancel
+            out[(a, b)] = self.cross[(a, b)] / math.sqrt(scale) if scale > 0 else math.nan
+        return out
+
+
 def minibatch_cka_pairs(grams: Mapping[str, Sequence[Tensor]], pairs: Iterable[Pair]
                         ) -> dict[Pair, float]:
-    """Minibatch CKA (Nguyen et al. 2021) of each pair of named representations, from their
-    per-batch ``unbiased_gram`` matrices (batch b of every name holds the same inputs)."""
-    pairs = list(pairs)
-    names = {name for pair in pairs for name in pair}
-    self_hsic = {name: sum(unbiased_hsic(g, g) for g in grams[name]) for name in names}
-    out: dict[Pair, float] = {}
-    for a, b in pairs:
-        if len(grams[a]) != len(grams[b]):
-            raise ValueError(f"{a!r} has {len(grams[a])} batches and {b!r} has "
-                             f"{len(grams[b])}: minibatch CKA pairs the same batches")
-        cross = sum(unbiased_hsic(ga, gb) for ga, gb in zip(grams[a], grams[b], strict=True))
-        scale = self_hsic[a] * self_hsic[b]  # the 1/batches of the means cancel
-        out[(a, b)] = cross / math.sqrt(scale) if scale > 0 else math.nan
-    return out
+    """``MinibatchCKA`` over per-batch Gram lists held at once (batch b of every name holds
+    the same inputs)."""
+    accumulator = MinibatchCKA(pairs)
+    batches = {len(grams[name]) for name in accumulator.names}
+    if len(batches) != 1:
+        raise ValueError(f"the representations have {sorted(batches)} batches: minibatch CKA "
+                         "pairs the same batches")
+    for b in range(batches.pop()):
+        accumulator.update({name: grams[name][b] for name in accumulator.names})
+    return accumulator.value()
