@@ -188,13 +188,14 @@ def test_minibatch_cka_equals_torch_cka():
 
 @pytest.mark.parametrize("minibatch", [False, True])
 def test_cka_closed_forms(minibatch):
-    """CKA(X, X) = 1, CKA(X, XQ) = 1 for an orthogonal Q, CKA(X, cY) = CKA(X, Y)."""
+    """CKA(X, X) = 1, CKA(X, XQ) = 1 for an orthogonal Q, CKA(X, cY) = CKA(X, Y + c) =
+    CKA(X, Y)."""
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(64, 10, generator=generator, dtype=torch.float64)
     y = torch.tanh(x @ torch.randn(10, 7, generator=generator, dtype=torch.float64))
     q, _ = torch.linalg.qr(torch.randn(10, 10, generator=generator, dtype=torch.float64))
-    reps = {"x": x, "xq": x @ q, "y": y, "3y": 3.0 * y}
-    pairs = [("x", "x"), ("x", "xq"), ("x", "y"), ("x", "3y")]
+    reps = {"x": x, "xq": x @ q, "y": y, "3y": 3.0 * y, "y+2": y + 2.0}
+    pairs = [("x", "x"), ("x", "xq"), ("x", "y"), ("x", "3y"), ("x", "y+2")]
     if minibatch:
         grams = {k: [unbiased_gram(part) for part in v.split(16)] for k, v in reps.items()}
         values = minibatch_cka_pairs(grams, pairs)
@@ -204,6 +205,9 @@ def test_cka_closed_forms(minibatch):
     assert values[("x", "x")] == pytest.approx(1.0, abs=1e-12)
     assert values[("x", "xq")] == pytest.approx(1.0, abs=1e-12)
     assert values[("x", "3y")] == pytest.approx(values[("x", "y")], rel=1e-12)
+    # a translation too (the unbiased estimator needs no centring): 2 against |y| < 1 costs
+    # about a digit of the sums' 1e-14
+    assert values[("x", "y+2")] == pytest.approx(values[("x", "y")], rel=1e-11)
     assert values[("x", "y")] < 0.99  # the invariances are not 1 by accident
 
 
