@@ -254,6 +254,19 @@ class ReinitConfig:
 
 
 @dataclass
+class CKAConfig:
+    """Linear CKA between blocks and to initialisation (Kornblith et al. 2019), on a fixed
+    random sample of each evaluated split (seeded by metrics.seed) so the cost is bounded."""
+
+    when: str = "off"
+    samples: int | None = 1000  # images per split; null = the whole split
+    # null: the full-batch CKA of the sample (holds the sample's block outputs, then one
+    # samples² Gram per layer); N: Nguyen et al.'s unbiased minibatch estimator over batches of
+    # N >= 4 (one N² Gram per batch and layer, no block outputs kept; cheaper for large samples)
+    batch_size: int | None = None
+
+
+@dataclass
 class MetricsConfig:
     """``every`` is the evaluation interval; each family node's ``when`` says when it runs
     (vocabulary above). Families: ``latentgeo.families`` (one registry entry each)."""
@@ -271,6 +284,8 @@ class MetricsConfig:
     dib: DIBConfig = field(default_factory=DIBConfig)
     reinit: ReinitConfig = field(default_factory=ReinitConfig)
     penultimate: WhenConfig = when("off")  # penultimate.npz: x_pen, labels, preds per split
+    cka: CKAConfig = field(default_factory=CKAConfig)
+    weight_spectra: WhenConfig = when("off")  # WeightWatcher's α and norms per layer (data-free)
     seed: int = 0  # GMM seeds of the binarity metrics
     # train-side metrics on a fixed stratified sample of this many train images per class
     # (seeded by metrics.seed) instead of the whole split: cheaper evaluations, a small error
@@ -401,6 +416,11 @@ def check_values(cfg: TrainConfig) -> None:
           metrics.train_subset, "null (the whole train split) or samples per class >= 1")
     check(metrics.perturbation.samples >= 1, "metrics.perturbation.samples",
           metrics.perturbation.samples, ">= 1")
+    check(metrics.cka.samples is None or metrics.cka.samples >= 4, "metrics.cka.samples",
+          metrics.cka.samples, "null (the whole split) or >= 4")
+    check(metrics.cka.batch_size is None or metrics.cka.batch_size >= 4,
+          "metrics.cka.batch_size", metrics.cka.batch_size,
+          "null (full-batch CKA) or >= 4 (the unbiased estimator needs 4 rows per batch)")
     dib = metrics.dib
     check(dib.epochs >= 1, "metrics.dib.epochs", dib.epochs, ">= 1")
     check(dib.minimality_epochs is None or dib.minimality_epochs >= 1,

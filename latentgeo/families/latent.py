@@ -7,7 +7,7 @@ from typing import Any
 from latentgeo.families.core import Point, register
 from latentgeo.metrics.binarity import binarity_metrics, same_encoding_fraction
 from latentgeo.metrics.collapse import collapse_metrics, nc1
-from latentgeo.metrics.features import collect_features, streaming_nc1
+from latentgeo.metrics.features import PENULTIMATE, collect_features, streaming_nc1
 from latentgeo.metrics.mahalanobis import misclassification_auroc, ood_auroc
 from latentgeo.metrics.perturbation import deepfool_score
 
@@ -104,6 +104,6 @@ def nc1_per_block(point: Point) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for split in point.loaders.eval:
         values = streaming_nc1(point.model, point.batches(split), num_classes)
-        values["penultimate"] = nc1(features[split].x_pen, features[split].labels, num_classes)
+        values[PENULTIMATE] = nc1(features[split].x_pen, features[split].labels, num_classes)
         out.update({f"{split}/nc1/{block}": v for block, v in values.items()})
     return out

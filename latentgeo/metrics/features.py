@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from latentgeo.metrics.collapse import NC1Accumulator
 
 Batches = Callable[[], Iterable[tuple[Tensor, Tensor]]]  # a fresh pass over a split
+PENULTIMATE = "penultimate"  # the name x_pen goes by next to the block names
 
 
 @dataclass
@@ -75,21 +76,30 @@ def collect_features(
 
 
 def _hooked_passes(model: nn.Module, batches: Batches,
-                   on_block: Callable[[str, Tensor, Tensor], None]) -> None:
-    """One eval-mode pass calling ``on_block(name, output, labels)`` for every block."""
+                   on_block: Callable[[str, Tensor, Tensor], None],
+                   with_penultimate: bool = False) -> None:
+    """One eval-mode pass calling ``on_block(name, output, labels)`` for every block (and for
+    x_pen as ``PENULTIMATE`` after the blocks of each batch when ``with_penultimate``)."""
     current: dict[str, Tensor] = {}
-    handles = [
-        block.register_forward_hook(
-            lambda _m, _i, out, name=name: on_block(name, out.float(), current["y"]))
-        for name, block in model.backbone.blocks.items()  # type: ignore[union-attr]
-    ]
+
+    def hook(name: str) -> Callable[[nn.Module, object, Tensor], None]:
+        def observe(_module: nn.Module, _inputs: object, out: Tensor) -> None:
+            # returns None whatever on_block returns: a hook's value would replace the output
+            on_block(name, out.float(), current["y"])
+
+        return observe
+
+    handles = [block.register_forward_hook(hook(name))
+               for name, block in model.backbone.blocks.items()]  # type: ignore[union-attr]
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             for x, y in batches():
                 current["y"] = y
-                model(x)
+                _, x_pen = model(x)
+                if with_penultimate:
+                    on_block(PENULTIMATE, x_pen.float(), y)
     finally:
         for handle in handles:
             handle.remove()
