@@ -69,8 +69,11 @@ def table(rows: list[tuple[str, str, dict, str]]) -> str:
     blanks = []
     for head, state, summary, run_dir in rows:
         lines.append([head, *(fmt(summary.get(key)) for key, _ in COLUMNS), state, run_dir])
-        blanks += [f"{head} {title} -: {missing_reason(RunDir(run_dir), key)}"
-                   for key, title in COLUMNS if state == "ok" and not known(summary.get(key))]
+        why: dict[str, list[str]] = {}  # reason -> the blank columns it explains
+        for key, title in COLUMNS:
+            if state == "ok" and not known(summary.get(key)):
+                why.setdefault(str(missing_reason(RunDir(run_dir), key)), []).append(title)
+        blanks += [f"{head} {', '.join(titles)} -: {reason}" for reason, titles in why.items()]
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     return "\n".join(["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip()
                       for line in lines] + blanks)
