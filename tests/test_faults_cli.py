@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from latentgeo.config import run_name
-from latentgeo.records import RunDir, find_all_runs
+from latentgeo.records import RunDamaged, RunDir, find_all_runs
 from latentgeo.results import load_runs
-from tests.conftest import REPO, TINY, run_cli
+from latentgeo.train import train
+from tests.conftest import REPO, TINY, compose_cfg, run_cli
 
 QUICK = [*TINY, "trainer.epochs=1", "metrics=none", "trainer.num_threads=1"]
 
@@ -44,3 +45,50 @@ def test_a_run_named_dot_dot_is_listed_and_loaded(tmp_path):
     assert len(load_runs(out)) == 1
     listing = module_cli("latentgeo.runs", [str(out)])
     assert run_dir.name in listing.stdout and "1 ok" in listing.stdout, listing.stdout
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """One finished QUICK run (its run dir), shared by the tests that damage copies of it."""
+    out = tmp_path_factory.mktemp("trained")
+    result = run_cli(QUICK, env={"LATENTGEO_OUTPUT": str(out)})
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = (out / "runs").iterdir()
+    return run_dir
+
+
+def copy_of(run_dir: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(run_dir, tmp_path / run_dir.name))
+
+
+class Unsafe:  # a pickled object of this class makes a file torch loads only unsafely
+    pass
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "unsafe_pickle"])
+def test_evaluate_on_a_damaged_checkpoint_is_one_line_exit_2_never_weights_only(
+        damage, trained, tmp_path):
+    import torch
+
+    run_dir = copy_of(trained, tmp_path)
+    last = run_dir / "checkpoints" / "last.pt"
+    whole = last.read_bytes()
+    if damage == "unsafe_pickle":
+        torch.save({"epoch": 1, "model": Unsafe()}, last)
+    else:
+        last.write_bytes({"garbage": b"garbage" * 100, "truncated": whole[:len(whole) // 2],
+                          "empty": b""}[damage])
+    result = module_cli("latentgeo.evaluate", [str(run_dir)])
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(last) in lines[0] and "damaged" in lines[0], result.stderr
+    assert "weights_only" not in result.stderr and "Traceback" not in result.stderr
+    # resuming from it (a run killed mid-way): the recorded reason says the same
+    status = json.loads((run_dir / "status.json").read_text())
+    (run_dir / "status.json").write_text(json.dumps({**status, "state": "running"}))
+    with pytest.raises(RunDamaged, match="damaged"):
+        train(compose_cfg(QUICK), run_dir)
+    reason = RunDir(run_dir).reason
+    assert str(last) in reason and "weights_only" not in reason, reason
