@@ -303,7 +303,7 @@ class RunDir:
         return self._read(f"config:{resolve}", lambda: self._load_config(resolve))
 
     def _load_config(self, resolve: bool) -> dict[str, Any]:
-        from omegaconf import OmegaConf
+        from omegaconf import DictConfig, OmegaConf
 
         for path in (self.artifact("config"), self.dir / HYDRA_CONFIG):
             if not path.is_file():
@@ -312,6 +312,9 @@ class RunDir:
                 cfg = OmegaConf.load(path)
             except Exception as error:  # noqa: BLE001 - any YAML problem
                 raise ValueError(f"unreadable {path.name}: {error}") from error
+            if not isinstance(cfg, DictConfig):  # a list, or a scalar: not a config
+                raise ValueError(f"unreadable {path.name}: a {type(cfg).__name__}, not a "
+                                 "mapping of keys")
             try:
                 return OmegaConf.to_container(cfg, resolve=resolve)  # type: ignore[return-value]
             except Exception:  # noqa: BLE001 - ${hydra:...} outside Hydra: keep the raw text

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
 import os
 import sys
 from pathlib import Path
@@ -34,14 +35,19 @@ def age(iso: str | None, now: dt.datetime | None = None) -> str:
     return f"{int(max(seconds, 0))}s"
 
 
+def is_finite(value: object) -> bool:
+    """A real number, not NaN or inf (a damaged record may hold them: JSON reads NaN)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
 def row(run: RunDir, root: Path) -> list[str]:
     status = run.status() or {}
     config = run.flat_config()
     summary = run.summary() or {}
     best = summary.get("best/test/accuracy")
-    if best is None:  # a run still going: the best so far from its events
-        accuracies = [e["test/accuracy"] for e in run.events()
-                      if isinstance(e.get("test/accuracy"), (int, float))]
+    if not is_finite(best):  # a run still going (or a damaged summary): the best of its events
+        accuracies = [e["test/accuracy"] for e in run.events() if is_finite(e.get("test/accuracy"))]
         best = max(accuracies) if accuracies else None
     state = run.shown_state
     reason = "" if state == "ok" else (run.reason or "")
