@@ -36,22 +36,58 @@ def file_mode() -> int:
     return 0o666 & ~mask
 
 
+# errnos of a full disk (or a full quota): the run records it as its reason, in one line
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextlib.contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """An OSError inside the block names ``path``: a failed write or fsync names no file, and
+    mkstemp names its temp file, while the reason must say which file could not be written."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno is None or error.filename == str(path):
+            raise
+        raise OSError(error.errno, error.strerror, str(path)) from error
+
+
+def write_problem(error: OSError, root: Path) -> str:
+    """``no space left on device while writing checkpoints/last.pt`` (relative to ``root``)."""
+    name = Path(error.filename) if error.filename else None
+    if name is not None and name.is_relative_to(root):
+        name = name.relative_to(root)
+    what = (error.strerror or str(error)).lower()
+    return f"{what} while writing {name}" if name is not None else what
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temp file in the same directory, fsync, then rename over ``path``. The file
     gets the umask's mode, as ``open`` would give it (mkstemp alone makes it 0600)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fchmod(f.fileno(), file_mode())
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fchmod(f.fileno(), file_mode())
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def rewrite_in_place(path: Path, data: bytes) -> None:
+    """Overwrite an existing file's own blocks (not atomic): the last resort on a full disk,
+    where no temp file can be made but a small file's block can be reused."""
+    with writing(path), open(path, "r+b") as f:
+        f.write(data)
+        f.truncate()
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -123,6 +159,11 @@ class LockHeld(RuntimeError):
     """Another live process holds the lock."""
 
 
+class RunFailed(RuntimeError):
+    """A run stopped for a reason its record states in full (a diverging loss, a full disk):
+    the command line prints the message as one line, without a traceback."""
+
+
 class RunDamaged(RuntimeError):
     """A run dir's files cannot be trusted (a damaged checkpoint, events that contradict it);
     the message says which file and how to recover."""
@@ -152,8 +193,12 @@ def exclusive_lock(path: Path, blocking: bool = True, holder: dict[str, Any] | N
             raise LockHeld(f"pid {who.get('pid', '?')} on {who.get('host', '?')} "
                            f"(since {who.get('since', '?')})") from None
         if holder is not None:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(holder).encode(), 0)
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps(holder).encode(), 0)
+            except OSError as error:  # the holder only names the owner: a full disk may skip it
+                if error.errno not in DISK_FULL:
+                    raise
         yield
     finally:
         os.close(fd)  # closing releases the lock
@@ -405,7 +450,14 @@ class RunDir:
     # ----------------------------------------------------------------- writing
 
     def _write_status(self) -> None:
-        atomic_write_json(self.artifact("status"), self._status)
+        path = self.artifact("status")
+        text = json.dumps(jsonable(self._status), indent=2, sort_keys=True) + "\n"
+        try:
+            atomic_write_text(path, text)
+        except OSError as error:
+            if error.errno not in DISK_FULL or not path.is_file():
+                raise
+            rewrite_in_place(path, text.encode())  # a full disk: status.json's own block
         self._cache.pop("status", None)
 
     def recorded(self, key: str) -> Any:
@@ -447,7 +499,7 @@ class RunDir:
 
     def append_log(self, line: str) -> None:
         """One line (per epoch) into train.log, flushed: it follows the run as the console."""
-        with open(self.artifact("log"), "a") as f:
+        with writing(self.artifact("log")), open(self.artifact("log"), "a") as f:
             f.write(line.rstrip("\n") + "\n")
 
     def rewrite_events(self, events: list[dict[str, Any]]) -> None:
@@ -515,7 +567,7 @@ class RunDir:
         """Append one event; flushed and fsynced so a crash loses at most a torn last line.
         Returns the event as recorded (what ``events()`` will read back)."""
         line = json.dumps(jsonable(event), sort_keys=False)
-        with open(self.artifact("metrics"), "a") as f:
+        with writing(self.artifact("metrics")), open(self.artifact("metrics"), "a") as f:
             f.write(line + "\n")
             f.flush()
             os.fsync(f.fileno())

@@ -14,17 +14,23 @@ import hydra
 import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.plugins import Plugins
+from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from hydra_plugins.latentgeo_workstation.workstation_launcher import WorkstationLauncher
 from latentgeo.config import ConfigError, DatasetUnavailable, TrainConfig, check_values, to_typed
-from latentgeo.records import LockHeld, RunDamaged, RunDir
+from latentgeo.records import LockHeld, RunDamaged, RunDir, RunFailed
 from latentgeo.signals import Interrupted
 
 # Hydra finds launcher plugins by scanning the hydra_plugins namespace on sys.path, which an
 # editable install (pip install -e .) does not extend: register ours explicitly.
 Plugins.instance().register(WorkstationLauncher)
+
+
+class JobFailed(CompactHydraException):
+    """A sweep job's known failure: Hydra prints its one-line message, not a traceback; the
+    failure itself (``__cause__``) tells the sweep summary what happened."""
 
 
 def train(cfg: DictConfig | TrainConfig, run_dir: Path, group: str | None = None,
@@ -57,11 +63,11 @@ def main(cfg: DictConfig) -> float | None:
     try:
         reject_bad_values(cfg, run_dir)  # before torch is imported
         summary = train(cfg, run_dir, group, list(hydra_cfg.overrides.task))
-    except (ConfigError, DatasetUnavailable, RunDamaged, LockHeld) as error:
-        if multirun:
-            raise  # the launcher records the failure and finishes the other jobs
+    except (ConfigError, DatasetUnavailable, RunDamaged, LockHeld, RunFailed) as error:
+        if multirun:  # the launcher records the failure and finishes the other jobs
+            raise JobFailed(f"error: {error}") from error
         print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(1 if isinstance(error, RunFailed) else 2)  # a bad input is 2, as before
     except Interrupted as error:
         sys.exit(error.exit_code)
     return summary.get("test/accuracy")

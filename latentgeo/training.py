@@ -23,7 +23,16 @@ from latentgeo.config import (
 from latentgeo.data import DataBundle
 from latentgeo.engine import fit
 from latentgeo.models import build_model
-from latentgeo.records import RunDamaged, RunDir, event_problem, scrub_secrets, summarize
+from latentgeo.records import (
+    DISK_FULL,
+    RunDamaged,
+    RunDir,
+    RunFailed,
+    event_problem,
+    scrub_secrets,
+    summarize,
+    write_problem,
+)
 from latentgeo.runtime import CheckpointDamaged, load_checkpoint, seed_everything, set_threads
 from latentgeo.signals import Interrupted, signals_interrupt
 from latentgeo.tracking import start_training_sink
@@ -121,11 +130,18 @@ def record_run(cfg: TrainConfig, run: RunDir, config: dict, config_yaml: str,
         run.finish_ok(summary)
     except BaseException as error:
         state, reason = outcome(error, run)
-        run.fail(reason, state)
+        try:
+            run.fail(reason, state)
+        except OSError as unrecorded:  # a disk so full that not even status.json's block is left
+            reason += f"; not recorded: {write_problem(unrecorded, run.dir)}"
+            if not stated_in_one_line(error):
+                print(f"error: {reason}", file=sys.stderr)
         if sink is not None:
             sink.finish(exit_code=1)
         if isinstance(error, Interrupted):
             print(f"interrupted by {error}: {reason}", file=sys.stderr)
+        if stated_in_one_line(error):
+            raise RunFailed(reason) from error
         raise
     if sink is not None:
         figures = [run.artifact(name) for name in ("alpha_plot", "reinit_plot", "lr_find_plot")]
@@ -147,4 +163,13 @@ def outcome(error: BaseException, run: RunDir) -> tuple[str, str]:
     # not failed, it resumes from last.pt when the job starts again
     if isinstance(error, SystemExit):
         return "interrupted", f"SystemExit: {error} (requeued: resumes from last.pt)"
+    if isinstance(error, OSError) and error.errno in DISK_FULL:
+        return "failed", (f"{write_problem(error, run.dir)}; free space and rerun the same "
+                          "command to resume from the last complete epoch")
     return "failed", f"{type(error).__name__}: {error}"
+
+
+def stated_in_one_line(error: BaseException) -> bool:
+    """A failure whose recorded reason says all (the command line prints it, no traceback)."""
+    return isinstance(error, RunFailed) or (isinstance(error, OSError)
+                                            and error.errno in DISK_FULL)

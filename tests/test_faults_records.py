@@ -44,7 +44,8 @@ def listing(root: Path, capsys) -> list[str]:
 @pytest.mark.parametrize("bad", ["NaN", "Infinity", "-Infinity"])
 def test_runs_best_accuracy_skips_non_finite_values(bad, tmp_path, capsys):
     events = "".join(json.dumps({"epoch": e, "test/accuracy": a}) + "\n"
-                     for e, a in ((1, 0.5), (2, 0.8802))) + f'{{"epoch": 3, "test/accuracy": {bad}}}\n'
+                     for e, a in ((1, 0.5), (2, 0.8802)))
+    events += f'{{"epoch": 3, "test/accuracy": {bad}}}\n'
     write_run(tmp_path / "a", state="running", events=events)
     write_run(tmp_path / "b", events=events, summary=f'{{"best/test/accuracy": {bad}}}')
     lines = listing(tmp_path, capsys)
