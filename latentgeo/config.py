@@ -361,8 +361,11 @@ def check_values(cfg: TrainConfig) -> None:
               ">= 2")
     check(h.penultimate_nodes >= 1, "head.penultimate_nodes", h.penultimate_nodes,
           "a positive integer")
-    check(h.gamma_start >= 0, "head.gamma_start", h.gamma_start, ">= 0")
-    check(h.gamma_factor > 0, "head.gamma_factor", h.gamma_factor, "> 0")
+    check(math.isfinite(h.gamma_start) and h.gamma_start >= 0, "head.gamma_start",
+          h.gamma_start, "a finite number >= 0")
+    check(math.isfinite(h.gamma_factor) and h.gamma_factor > 0, "head.gamma_factor",
+          h.gamma_factor, "a finite number > 0")
+    check(not math.isnan(h.gamma_max), "head.gamma_max", h.gamma_max, "a number (inf: no cap)")
     check(h.gamma_step >= 1, "head.gamma_step", h.gamma_step, ">= 1")
     check(h.penalty in HEAD_PENALTIES, "head.penalty", h.penalty,
           f"one of {list(HEAD_PENALTIES)}")
@@ -388,9 +391,11 @@ def check_values(cfg: TrainConfig) -> None:
     check(f.steps >= 12, "optimizer.lr_find.steps", f.steps, ">= 12")
     check(f.slope == "log_lr", "optimizer.lr_find.slope", f.slope,
           "log_lr (slope=lr was removed: on the exponential ramp d/d lr picks the smallest LR)")
-    check(o.weight_decay >= 0, "optimizer.weight_decay", o.weight_decay, ">= 0")
+    check(math.isfinite(o.weight_decay) and o.weight_decay >= 0, "optimizer.weight_decay",
+          o.weight_decay, "a finite number >= 0")
     check(s.step_size >= 1, "schedule.step_size", s.step_size, ">= 1")
-    check(s.factor > 0, "schedule.factor", s.factor, "> 0")
+    check(math.isfinite(s.factor) and s.factor > 0, "schedule.factor", s.factor,
+          "a finite number > 0")
     metrics = cfg.metrics
     check(metrics.every >= 1, "metrics.every", metrics.every, ">= 1")
     for node in dataclasses.fields(metrics):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -92,3 +93,62 @@ def test_evaluate_on_a_damaged_checkpoint_is_one_line_exit_2_never_weights_only(
         train(compose_cfg(QUICK), run_dir)
     reason = RunDir(run_dir).reason
     assert str(last) in reason and "weights_only" not in reason, reason
+
+
+# ------------------------------------------------------------ 6. one line instead of tracebacks
+
+
+def test_a_diverging_run_is_one_line_exit_1_recorded_failed(tmp_path):
+    out = tmp_path / "out"
+    result = run_cli([*QUICK, "optimizer.lr=1e30"], env={"LATENTGEO_OUTPUT": str(out)})
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: TrainingDiverged: non-finite training loss (nan) in epoch 1"], result.stderr
+    (run_dir,) = (out / "runs").iterdir()
+    assert RunDir(run_dir).state == "failed" and "TrainingDiverged" in RunDir(run_dir).reason
+
+
+@pytest.mark.parametrize("override, allowed", [
+    ("head.gamma_factor=inf", "a finite number > 0"),
+    ("head.gamma_start=inf", "a finite number >= 0"),
+    ("head.gamma_max=nan", "a number (inf: no cap)"),
+    ("optimizer.weight_decay=inf", "a finite number >= 0"),
+    ("schedule.factor=inf", "a finite number > 0"),
+])
+def test_non_finite_values_are_refused_by_validation(override, allowed):
+    from latentgeo.config import ConfigError, check_values, to_typed
+
+    with pytest.raises(ConfigError, match=re.escape(f"{override.split('=')[0]}=")) as raised:
+        check_values(to_typed(compose_cfg([*QUICK, override])))
+    assert str(raised.value).endswith(allowed)
+
+
+HOLDER = """
+import json, sys
+from latentgeo.records import RunDir
+run = RunDir(sys.argv[1])
+with run.owned("train"):  # another driver running this job, its record already ok
+    (run.dir / "status.json").write_text(json.dumps({"state": "ok", "epoch": 1}))
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_a_job_another_driver_runs_is_not_counted_ok_and_no_traceback(tmp_path):
+    out = tmp_path / "out"
+    job_1 = out / "sweeps" / "same-id" / "1"
+    job_1.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(job_1)], cwd=REPO,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"  # blocks until the lock is held
+        result = run_cli(["-m", *QUICK, "trainer.seed=1,2,3"],
+                         env={"LATENTGEO_OUTPUT": str(out), "LATENTGEO_SWEEP_ID": "same-id"})
+    finally:
+        holder.communicate("")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr, result.stderr
+    assert f"error: {job_1} is in use: pid {holder.pid}" in result.stderr
+    assert "2 ok, 0 failed, 1 other" in result.stdout, result.stdout
+    (job_line,) = [line for line in result.stdout.splitlines() if line.startswith("1 ")]
+    assert "not run here" in job_line and "its record says ok" in job_line
