@@ -16,6 +16,7 @@ import os
 import platform
 import re
 import shutil
+import struct
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -169,6 +170,29 @@ class RunDamaged(RuntimeError):
     the message says which file and how to recover."""
 
 
+_HELD: set[str] = set()  # lock files this process holds: closing any fd of one releases it
+# struct flock (fcntl(2)) on Linux and the BSDs: l_type, l_whence, l_start, l_len, l_pid
+FLOCK = "hhqqi4x"
+
+
+def lock_holder(path: Path) -> int | None:
+    """The pid of the live process holding ``exclusive_lock(path)`` (this process's own pid
+    for a lock it holds), or None. Takes no lock, creates nothing: ``F_GETLK`` only reports."""
+    path = Path(path)
+    if str(path.resolve()) in _HELD:
+        return os.getpid()  # opening it here would release our own lock when closed
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        query = struct.pack(FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+        kind, _, _, _, pid = struct.unpack(FLOCK, fcntl.fcntl(fd, fcntl.F_GETLK, query))
+    finally:
+        os.close(fd)
+    return None if kind == fcntl.F_UNLCK else pid
+
+
 @contextlib.contextmanager
 def exclusive_lock(path: Path, blocking: bool = True, holder: dict[str, Any] | None = None
                    ) -> Iterator[None]:
@@ -199,8 +223,10 @@ def exclusive_lock(path: Path, blocking: bool = True, holder: dict[str, Any] | N
             except OSError as error:  # the holder only names the owner: a full disk may skip it
                 if error.errno not in DISK_FULL:
                     raise
+        _HELD.add(str(path.resolve()))
         yield
     finally:
+        _HELD.discard(str(path.resolve()))
         os.close(fd)  # closing releases the lock
 
 
@@ -480,15 +506,10 @@ class RunDir:
                            f"end (or stop it) and rerun") from None
 
     def has_live_owner(self) -> bool:
-        """Does a live process hold the run dir's owner lock (a run going on right now)?"""
-        path = self.artifact("lock")
-        if not path.is_file():
-            return False
-        try:
-            with exclusive_lock(path, blocking=False):
-                return False
-        except LockHeld:
-            return True
+        """Does a live process hold the run dir's owner lock (a run going on right now)?
+        Asks the kernel (``F_GETLK``) without taking the lock: a probe must never make a
+        starting writer be refused (taking the lock for a moment did, under ``runs``)."""
+        return lock_holder(self.artifact("lock")) is not None
 
     @property
     def shown_state(self) -> str:
