@@ -152,3 +152,22 @@ def test_a_job_another_driver_runs_is_not_counted_ok_and_no_traceback(tmp_path):
     assert "2 ok, 0 failed, 1 other" in result.stdout, result.stdout
     (job_line,) = [line for line in result.stdout.splitlines() if line.startswith("1 ")]
     assert "not run here" in job_line and "its record says ok" in job_line
+
+
+# ------------------------------------------------------------ 8. a post-hoc command adds
+
+
+def test_reinit_from_init_adds_to_what_training_recorded(tmp_path):
+    from latentgeo.analysis import reinit
+
+    run_dir = tmp_path / "run"
+    train(compose_cfg([*QUICK, "metrics.reinit.when=last"]), run_dir)
+    trained = json.loads((run_dir / "reinit.json").read_text())
+    assert set(trained["sources"]) == {"init", "rand"}
+    assert reinit.main([str(run_dir), "--from", "init", "--device", "cpu"]) == 0
+    after = json.loads((run_dir / "reinit.json").read_text())
+    assert after["sources"]["rand"] == trained["sources"]["rand"]
+    assert after["rand_seed"] == trained["rand_seed"] is not None
+    assert after["sources"]["init"] == pytest.approx(trained["sources"]["init"], abs=0)
+    summary = RunDir(run_dir).summary()
+    assert any(key.startswith("reinit/rand/") for key in summary)
