@@ -440,7 +440,7 @@ def format_runs(result: AggregateResult) -> str:
     selected = result.selected_runs()
     rows = [[("* " if r.run in selected else "  ") + r.run, r.state, r.variant,
              format_number(r.seed), format_number(r.lr), format_number(r.select_value),
-             r.excluded_reason or ""] for r in _table(result).itertuples()]
+             r.excluded_reason or r.reason or ""] for r in _table(result).itertuples()]
     return _text_table(["run", "state", "variant", "seed", "lr", result.select, "reason"], rows)
 
 

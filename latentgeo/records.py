@@ -437,6 +437,7 @@ class RunDir:
             config_problem = self.config_problem()
             if config_problem:
                 return config_problem
+            return never_learned(self.summary())
         return value.get("reason")
 
     @property
@@ -637,6 +638,19 @@ class RunDir:
         self._status.update(state=state, reason=reason, ended=now())
         self.dir.mkdir(parents=True, exist_ok=True)
         self._write_status()
+
+
+def never_learned(summary: dict[str, Any]) -> str | None:
+    """What an ok run whose summary has ``never_learned`` says (``runs``, aggregate, the
+    console): its final test accuracy is within noise of chance (``metrics.chance``)."""
+    if summary.get("never_learned") is not True:
+        return None
+    accuracy, chance = summary.get("test/accuracy"), summary.get("chance/test/accuracy")
+    bound = summary.get("chance/test/bound")
+    if not all(isinstance(v, (int, float)) for v in (accuracy, chance, bound)):
+        return "never learned: the final test accuracy is within noise of chance"
+    return (f"never learned: final test accuracy {accuracy:.4f} is within noise of chance "
+            f"{chance:.4f} (at most {bound:.4f})")
 
 
 def job_order(path: Path) -> tuple[int, int | str]:

@@ -2,8 +2,9 @@
 
 Lists the runs and sweeps under DIR (default: the outputs folder, ``$LATENTGEO_OUTPUT`` or
 ``outputs``): name, state, epoch / epochs, best test accuracy, age, and the reason when the run
-did not end ok. A run whose status.json says ``running`` but whose process is gone (no live
-owner of its lock: SIGKILL, a lost node) is shown ``dead``, never ``running``.
+did not end ok (or ended ok with an unreadable config or summary, or never learned). A run
+whose status.json says ``running`` but whose process is gone (no live owner of its lock:
+SIGKILL, a lost node) is shown ``dead``, never ``running``.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def row(run: RunDir, root: Path) -> list[str]:
         accuracies = [e["test/accuracy"] for e in run.events() if is_finite(e.get("test/accuracy"))]
         best = max(accuracies) if accuracies else None
     state = run.shown_state
-    reason = "" if state == "ok" else (run.reason or "")
+    reason = run.reason or ""  # an ok run's too: an unreadable config or summary, never learned
     if state == "dead":
         reason = "no live process holds the run (killed?); rerun the same command to resume"
     reason = reason.splitlines()[0] if reason else ""

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
 
 from latentgeo.analysis.lr_find import suggest_lr, write_lr_find
 from latentgeo.build import load_data, make_loaders, resolve_device, validate
@@ -22,6 +23,7 @@ from latentgeo.config import (
 )
 from latentgeo.data import DataBundle
 from latentgeo.engine import fit
+from latentgeo.metrics.chance import learning_summary
 from latentgeo.models import build_model
 from latentgeo.records import (
     DISK_FULL,
@@ -29,6 +31,7 @@ from latentgeo.records import (
     RunDir,
     RunFailed,
     event_problem,
+    never_learned,
     scrub_secrets,
     summarize,
     write_problem,
@@ -127,6 +130,8 @@ def record_run(cfg: TrainConfig, run: RunDir, config: dict, config_yaml: str,
             run.note("repaired", f"metrics.jsonl {problem}; rewritten from the events the "
                                  "training process recorded")
         summary = summarize(events)
+        summary.update(learning_summary(summary.get("test/accuracy"), evaluated_test_labels(
+            cfg, data)))
         run.finish_ok(summary)
     except BaseException as error:
         state, reason = outcome(error, run)
@@ -149,8 +154,17 @@ def record_run(cfg: TrainConfig, run: RunDir, config: dict, config_yaml: str,
                         step=events[-1]["step"] if events else 0)
         sink.run.summary.update({k: v for k, v in summary.items() if v is not None})
         sink.finish(exit_code=0)
+    if never_learned(summary):
+        print(f"warning: {never_learned(summary)}; the run is ok but did not learn")
     print(f"run ok: {run.dir}  test accuracy {summary.get('test/accuracy', float('nan')):.4f}")
     return summary
+
+
+def evaluated_test_labels(cfg: TrainConfig, data: DataBundle) -> Tensor:
+    """The labels of the test images the run's test accuracy is measured on (the first
+    ``trainer.limit_eval_batches`` batches when set: the evaluation loader keeps order)."""
+    limit = cfg.trainer.limit_eval_batches
+    return data.test.y if limit is None else data.test.y[:limit * cfg.trainer.eval_batch_size]
 
 
 def outcome(error: BaseException, run: RunDir) -> tuple[str, str]:

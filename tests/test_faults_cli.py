@@ -171,3 +171,36 @@ def test_reinit_from_init_adds_to_what_training_recorded(tmp_path):
     assert after["sources"]["init"] == pytest.approx(trained["sources"]["init"], abs=0)
     summary = RunDir(run_dir).summary()
     assert any(key.startswith("reinit/rand/") for key in summary)
+
+
+# ------------------------------------------------------------ 9. a run that never learned
+
+
+def test_a_run_that_never_learned_is_ok_but_says_so(tmp_path, capsys):
+    from latentgeo.aggregate import aggregate, format_runs
+    from latentgeo.metrics.chance import chance_bound
+
+    still = tmp_path / "still"  # lr 1e-9: the weights barely move, accuracy stays at chance
+    summary = train(compose_cfg([*QUICK, "optimizer.lr=1e-9"]), still)
+    out = capsys.readouterr().out
+    assert RunDir(still).state == "ok" and summary["never_learned"] is True
+    chance = 13 / 128  # the synthetic test split's most frequent class: 13 of 128 images
+    assert summary["chance/test/accuracy"] == pytest.approx(chance, abs=1e-12)
+    assert summary["chance/test/bound"] == pytest.approx(
+        chance + 3 * (chance * (1 - chance) / 128) ** 0.5, abs=1e-12)
+    assert summary["test/accuracy"] <= summary["chance/test/bound"]
+    (line,) = [line for line in out.splitlines() if "never learned" in line]
+    assert line.startswith("warning: never learned: final test accuracy")
+    assert RunDir(still).reason.startswith("never learned")
+
+    learned = tmp_path / "learned"  # TINY's two epochs at lr 1e-2 reach ≈ 0.6
+    summary = train(compose_cfg([*QUICK, "trainer.epochs=2"]), learned)
+    assert summary["never_learned"] is False and RunDir(learned).reason is None
+    assert summary["test/accuracy"] > chance_bound(chance, 128) + 0.1
+    assert "never learned" not in capsys.readouterr().out
+
+    listing = module_cli("latentgeo.runs", [str(tmp_path)]).stdout.splitlines()
+    assert "never learned" in next(line for line in listing if line.startswith("still"))
+    assert "never learned" not in next(line for line in listing if line.startswith("learned"))
+    text = format_runs(aggregate([RunDir(still), RunDir(learned)]))
+    assert "never learned" in next(line for line in text.splitlines() if "still" in line)
