@@ -18,6 +18,7 @@ import re
 import shutil
 import struct
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -241,18 +242,26 @@ def read_json_or_none(path: Path) -> tuple[Any, str | None]:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Events of a metrics.jsonl; a torn last line (crash mid-write) is skipped."""
-    events = []
+    """Events of a metrics.jsonl. A line that is not a JSON object (a torn last line after a
+    crash mid-write, garbage, an empty line) is skipped, and said on stderr in one line that
+    names the file and the line numbers."""
+    events, skipped = [], []
     if not Path(path).is_file():
         return events
-    with open(path) as f:
-        for line in f:
+    with open(path, errors="replace") as f:
+        for number, line in enumerate(f, start=1):
             try:
                 event = json.loads(line)
             except json.JSONDecodeError:
-                continue
+                event = None
             if isinstance(event, dict):
                 events.append(event)
+            else:
+                skipped.append(number)
+    if skipped:
+        shown = ", ".join(map(str, skipped[:10])) + (", ..." if len(skipped) > 10 else "")
+        print(f"warning: {path}: skipped {len(skipped)} line(s) that are not JSON events "
+              f"(torn, garbage or empty): line {shown}", file=sys.stderr)
     return events
 
 
@@ -687,6 +696,8 @@ def find_all_runs(root: Path | str) -> list[RunDir]:
     root = Path(root)
     if is_run_dir(root):
         return [RunDir(root)]
+    if not root.exists():  # a typo in a path must not read as "no runs"
+        raise FileNotFoundError(f"{root} does not exist")
     found: list[RunDir] = []
     if not root.is_dir():
         return found

@@ -12,7 +12,7 @@ import pytest
 
 from latentgeo import runs as runs_cli
 from latentgeo.aggregate import run_table
-from latentgeo.records import RunDir, find_all_runs
+from latentgeo.records import RunDir
 from latentgeo.results import load_history, load_runs
 
 CONFIG = "trainer:\n  epochs: 3\noptimizer:\n  lr: 0.1\n  name: sgd\n"
@@ -130,3 +130,51 @@ def test_the_owner_probing_its_own_run_keeps_its_lock(tmp_path):
 
 def test_a_probe_creates_no_lock_file(tmp_path):
     assert not RunDir(tmp_path).has_live_owner() and not (tmp_path / ".lock").exists()
+
+
+# ------------------------------------------------------------------ 5. silent omissions
+
+
+def test_unreadable_metrics_lines_are_said_in_one_line_naming_file_and_lines(tmp_path, capsys):
+    good = json.dumps({"epoch": 1, "test/accuracy": 0.5})
+    run = write_run(tmp_path / "a", events=f'{good}\nnot json\n\n\xff\xfe garbage\n[1, 2]\n'
+                                           f'{good}\n{{"epoch": 3, "test/acc')
+    assert len(run.events()) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == (f"warning: {run.artifact('metrics')}: skipped 5 line(s) that are not JSON "
+                    "events (torn, garbage or empty): line 2, 3, 4, 5, 7")
+
+
+def test_runs_shows_why_an_ok_run_is_unusable(tmp_path, capsys):
+    write_run(tmp_path / "torn_summary", events="", summary='{"best/test/accuracy": 0.')
+    write_run(tmp_path / "list_config", events="", summary="{}", config="- a\n")
+    lines = {line.split()[0]: line for line in listing(tmp_path, capsys)[1:-1]}
+    assert "unreadable summary.json" in lines["torn_summary"]
+    assert "unreadable config.yaml" in lines["list_config"]
+
+
+def test_load_runs_of_a_path_that_does_not_exist_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'typo'} does not exist"):
+        load_runs(tmp_path / "typo")
+    assert load_runs(tmp_path).empty  # an existing folder without runs: no runs
+
+
+def test_the_report_keeps_its_training_section_and_says_why_it_is_empty(tmp_path):
+    from latentgeo.report import build_report
+
+    run = write_run(tmp_path / "a", events="garbage\n",
+                    summary='{"test/accuracy": 0.5, "best/test/accuracy": 0.5}')
+    html = build_report(run.dir).read_text()
+    assert '<h2 id="training">Training</h2>' in html
+    assert "No training curves: a: metrics.jsonl holds no readable event." in html
+
+
+def test_the_report_says_a_damaged_penultimate_file_is_unreadable(tmp_path):
+    from latentgeo.report import code_made, run_variant
+
+    run = write_run(tmp_path / "a", events="", summary="{}")
+    _, note = code_made(run_variant(run), "")
+    assert "rerun with metrics.penultimate.when=last" in note  # no file: how to get one
+    run.artifact("penultimate").write_bytes(b"PK\x03\x04 not a zip")
+    _, note = code_made(run_variant(RunDir(run.dir)), "")
+    assert note.startswith("penultimate.npz is unreadable") and "rerun" not in note
