@@ -560,7 +560,15 @@ def sweep_id() -> str:
     if not os.environ.get("LATENTGEO_SWEEP_ID"):
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         os.environ["LATENTGEO_SWEEP_ID"] = f"{stamp}-{uuid.uuid4().hex[:6]}"
+    check_sweep_id(os.environ["LATENTGEO_SWEEP_ID"])
     return os.environ["LATENTGEO_SWEEP_ID"]
+
+
+def check_sweep_id(value: str) -> None:
+    """A sweep id names one folder under ``sweeps/``: ``../x`` would put the sweep elsewhere,
+    ``.x`` would hide it from ``runs``."""
+    check(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", value) is not None, "LATENTGEO_SWEEP_ID",
+          value, "letters, digits, _ . - (not starting with . or -), as a sweep prints it")
 
 
 def register_configs() -> None:

@@ -254,9 +254,10 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
                 event = json.loads(line)
             except json.JSONDecodeError:
                 event = None
-            if isinstance(event, dict):
+            epoch = event.get("epoch", 0) if isinstance(event, dict) else None
+            if isinstance(epoch, int) and not isinstance(epoch, bool):
                 events.append(event)
-            else:
+            else:  # not an object, or an epoch that is not a whole number: not an event
                 skipped.append(number)
     if skipped:
         shown = ", ".join(map(str, skipped[:10])) + (", ..." if len(skipped) > 10 else "")
@@ -690,14 +691,19 @@ def find_runs(path: Path | str) -> list[RunDir]:
     return [RunDir(path)] if is_run_dir(path) else SweepDir(path).runs()
 
 
-def find_all_runs(root: Path | str) -> list[RunDir]:
+def find_all_runs(root: Path | str, _seen: set[Path] | None = None) -> list[RunDir]:
     """Every run dir under ``root`` (``root`` itself included), a sweep's jobs in job order;
-    archived records (``archive/``) and evaluation outputs (``eval/``) are not runs."""
+    archived records (``archive/``) and evaluation outputs (``eval/``) are not runs. A folder
+    reached again through a symlink is read once (a link to a parent made an endless walk)."""
     root = Path(root)
-    if is_run_dir(root):
-        return [RunDir(root)]
     if not root.exists():  # a typo in a path must not read as "no runs"
         raise FileNotFoundError(f"{root} does not exist")
+    seen = set() if _seen is None else _seen
+    if root.resolve() in seen:
+        return []
+    seen.add(root.resolve())
+    if is_run_dir(root):
+        return [RunDir(root)]
     found: list[RunDir] = []
     if not root.is_dir():
         return found
@@ -705,7 +711,7 @@ def find_all_runs(root: Path | str) -> list[RunDir]:
         if child.name in ("archive", ARTIFACTS["eval"], ARTIFACTS["wandb"],
                           ARTIFACTS["checkpoints"]) or child.name.startswith("."):
             continue
-        found += find_all_runs(child)
+        found += find_all_runs(child, seen)
     return found
 
 

@@ -7,6 +7,7 @@ models, the data) is imported when a run starts.
 from __future__ import annotations
 
 import importlib.resources
+import os
 import sys
 from pathlib import Path
 
@@ -19,7 +20,14 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from hydra_plugins.latentgeo_workstation.workstation_launcher import WorkstationLauncher
-from latentgeo.config import ConfigError, DatasetUnavailable, TrainConfig, check_values, to_typed
+from latentgeo.config import (
+    ConfigError,
+    DatasetUnavailable,
+    TrainConfig,
+    check_sweep_id,
+    check_values,
+    to_typed,
+)
 from latentgeo.records import LockHeld, RunDamaged, RunDir, RunFailed
 from latentgeo.signals import Interrupted
 
@@ -131,6 +139,12 @@ def cli() -> None:
         print(app_help())
         return
     check_config_dirs(argv)
+    if os.environ.get("LATENTGEO_SWEEP_ID"):  # one line here; Hydra's resolver error is long
+        try:
+            check_sweep_id(os.environ["LATENTGEO_SWEEP_ID"])
+        except ConfigError as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
     main()
 
 

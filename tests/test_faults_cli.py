@@ -204,3 +204,15 @@ def test_a_run_that_never_learned_is_ok_but_says_so(tmp_path, capsys):
     assert "never learned" not in next(line for line in listing if line.startswith("learned"))
     text = format_runs(aggregate([RunDir(still), RunDir(learned)]))
     assert "never learned" in next(line for line in text.splitlines() if "still" in line)
+
+
+@pytest.mark.parametrize("sweep_id", ["../../escape", "..", ".hidden"])
+def test_a_sweep_id_never_puts_a_sweep_outside_sweeps_or_hides_it(sweep_id, tmp_path):
+    out = tmp_path / "deep" / "out"
+    result = run_cli(["-m", *QUICK], env={"LATENTGEO_OUTPUT": str(out),
+                                          "LATENTGEO_SWEEP_ID": sweep_id})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: LATENTGEO_SWEEP_ID={sweep_id!r} is not allowed: letters, digits, _ . - (not "
+        "starting with . or -), as a sweep prints it"], result.stderr
+    assert not list(tmp_path.rglob("*"))  # nothing written, inside out/ or outside it

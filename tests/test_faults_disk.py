@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ import pytest
 from latentgeo import engine
 from latentgeo.records import RunDir, RunFailed
 from latentgeo.train import train
-from tests.conftest import TINY, compose_cfg, run_cli
+from tests.conftest import REPO, TINY, compose_cfg, run_cli
 
 ARGS = [*TINY, "metrics=none", "trainer.num_threads=1", "trainer.deterministic=true"]
 
@@ -101,3 +103,18 @@ def test_a_disk_too_full_for_status_json_says_so_in_one_line(small_disk):
     assert len(lines) == 1 and lines[0].startswith("error: no space left on device while "
                                                    "writing config.yaml"), result.stderr
     assert "not recorded: no space left on device while writing status.json" in lines[0]
+
+
+def test_evaluate_on_a_full_disk_is_one_line_and_leaves_the_record(small_disk):
+    run_dir = small_disk / "run"
+    train(compose_cfg([*ARGS, "trainer.epochs=1"]), run_dir)
+    summary = (run_dir / "summary.json").read_bytes()
+    fill(small_disk)
+    result = subprocess.run([sys.executable, "-m", "latentgeo.evaluate", str(run_dir)],
+                            cwd=REPO, capture_output=True, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: no space left on device while writing eval/last.json; the training record "
+        "is unchanged"], result.stderr
+    assert (run_dir / "summary.json").read_bytes() == summary and RunDir(run_dir).state == "ok"

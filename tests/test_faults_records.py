@@ -12,7 +12,7 @@ import pytest
 
 from latentgeo import runs as runs_cli
 from latentgeo.aggregate import run_table
-from latentgeo.records import RunDir
+from latentgeo.records import RunDir, find_all_runs
 from latentgeo.results import load_history, load_runs
 
 CONFIG = "trainer:\n  epochs: 3\noptimizer:\n  lr: 0.1\n  name: sgd\n"
@@ -74,7 +74,7 @@ def test_a_config_that_is_not_a_mapping_is_a_config_problem(text, tmp_path):
 PROBER = """
 import sys
 from pathlib import Path
-from latentgeo.records import RunDir
+from latentgeo.records import RunDir, find_all_runs
 run, stop = RunDir(sys.argv[1]), Path(sys.argv[2])
 probes = owned = 0
 print("probing", flush=True)
@@ -178,3 +178,21 @@ def test_the_report_says_a_damaged_penultimate_file_is_unreadable(tmp_path):
     run.artifact("penultimate").write_bytes(b"PK\x03\x04 not a zip")
     _, note = code_made(run_variant(RunDir(run.dir)), "")
     assert note.startswith("penultimate.npz is unreadable") and "rerun" not in note
+
+
+# ------------------------------------------------------------------ further probes
+
+
+def test_a_symlink_to_a_parent_folder_is_walked_once(tmp_path, capsys):
+    write_run(tmp_path / "a" / "run", events="", summary="{}")
+    (tmp_path / "a" / "loop").symlink_to("..")  # before: `runs` listed 41 copies
+    assert [r.dir for r in find_all_runs(tmp_path)] == [tmp_path / "a" / "run"]
+    assert listing(tmp_path, capsys)[-1] == "1 ok"
+
+
+def test_an_event_whose_epoch_is_not_a_number_is_skipped_not_a_crash(tmp_path, capsys):
+    run = write_run(tmp_path / "a", state="running",
+                    events='{"epoch": 1, "step": 4}\n{"epoch": "3", "step": 12}\n')
+    run.truncate_events(after_epoch=1)  # a resume: before, TypeError comparing "3" <= 1
+    assert [e["epoch"] for e in RunDir(run.dir).events()] == [1]
+    assert "line 2" in capsys.readouterr().err
