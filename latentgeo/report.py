@@ -60,7 +60,7 @@ from latentgeo import aggregate as agg
 from latentgeo import figures
 from latentgeo.families.latent import BINARY_CODE_HEADS
 from latentgeo.metrics.mahalanobis import misclassification_distances
-from latentgeo.records import RunDir, alpha_trajectories, is_run_dir
+from latentgeo.records import DISK_FULL, RunDir, alpha_trajectories, is_run_dir, write_problem
 
 SPLITS = ("train", "val", "test")
 MAX_CODE_NODES = 16  # penultimate layers up to this width get per-node histograms, else a PCA
@@ -976,6 +976,11 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, KeyError) as error:
         print(f"error: {error.args[0] if error.args else error}", file=sys.stderr)
         return 2
+    except OSError as error:
+        if error.errno not in DISK_FULL:
+            raise
+        print(f"error: {write_problem(error, Path(args.path))}", file=sys.stderr)
+        return 1
     print(f"wrote {out}")
     return 0
 

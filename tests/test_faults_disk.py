@@ -118,3 +118,18 @@ def test_evaluate_on_a_full_disk_is_one_line_and_leaves_the_record(small_disk):
         "error: no space left on device while writing eval/last.json; the training record "
         "is unchanged"], result.stderr
     assert (run_dir / "summary.json").read_bytes() == summary and RunDir(run_dir).state == "ok"
+
+
+@pytest.mark.parametrize("module, written", [("latentgeo.aggregate", "aggregate.csv"),
+                                             ("latentgeo.report", "report_files/")])
+def test_aggregate_and_report_on_a_full_disk_are_one_line_exit_1(module, written, small_disk):
+    run_dir = small_disk / "run"
+    train(compose_cfg([*ARGS, "trainer.epochs=1"]), run_dir)
+    fill(small_disk)
+    result = subprocess.run([sys.executable, "-m", module, str(run_dir)], cwd=REPO,
+                            capture_output=True, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        f"error: no space left on device while writing {written}"), result.stderr
