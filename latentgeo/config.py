@@ -354,8 +354,10 @@ def check_values(cfg: TrainConfig) -> None:
     if m.activation == "relu_alpha":
         a = cfg.activation
         check(0 <= a.init_alpha <= 1, "activation.init_alpha", a.init_alpha, "within [0, 1]")
-        check(a.l1 >= 0, "activation.l1", a.l1, ">= 0")
-        check(a.nu_step >= 0, "activation.nu_step", a.nu_step, ">= 0")
+        check(math.isfinite(a.l1) and a.l1 >= 0, "activation.l1", a.l1, "a finite number >= 0")
+        check(math.isfinite(a.nu_step) and a.nu_step >= 0, "activation.nu_step", a.nu_step,
+              "a finite number >= 0")
+        check(math.isfinite(a.init_nu), "activation.init_nu", a.init_nu, "a finite number")
         check(a.oscillation_k >= 1, "activation.oscillation_k", a.oscillation_k, ">= 1")
         check(a.oscillation_window >= 2, "activation.oscillation_window", a.oscillation_window,
               ">= 2")
@@ -388,6 +390,11 @@ def check_values(cfg: TrainConfig) -> None:
     f = o.lr_find
     check(0 < f.min_lr < f.max_lr, "optimizer.lr_find.min_lr", f.min_lr,
           f"> 0 and < optimizer.lr_find.max_lr={f.max_lr}")
+    check(math.isfinite(f.max_lr), "optimizer.lr_find.max_lr", f.max_lr, "a finite number")
+    check(math.isfinite(o.momentum) and o.momentum >= 0, "optimizer.momentum", o.momentum,
+          "a finite number >= 0")
+    check(math.isfinite(s.min_lr) and s.min_lr >= 0, "schedule.min_lr", s.min_lr,
+          "a finite number >= 0")
     check(f.steps >= 12, "optimizer.lr_find.steps", f.steps, ">= 12")
     check(f.slope == "log_lr", "optimizer.lr_find.slope", f.slope,
           "log_lr (slope=lr was removed: on the exponential ramp d/d lr picks the smallest LR)")

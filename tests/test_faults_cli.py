@@ -114,6 +114,9 @@ def test_a_diverging_run_is_one_line_exit_1_recorded_failed(tmp_path):
     ("head.gamma_max=nan", "a number (inf: no cap)"),
     ("optimizer.weight_decay=inf", "a finite number >= 0"),
     ("schedule.factor=inf", "a finite number > 0"),
+    ("optimizer.momentum=inf", "a finite number >= 0"),
+    ("schedule.min_lr=inf", "a finite number >= 0"),
+    ("optimizer.lr_find.max_lr=inf", "a finite number"),
 ])
 def test_non_finite_values_are_refused_by_validation(override, allowed):
     from latentgeo.config import ConfigError, check_values, to_typed
