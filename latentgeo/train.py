@@ -72,9 +72,12 @@ def main(cfg: DictConfig) -> float | None:
         reject_bad_values(cfg, run_dir)  # before torch is imported
         summary = train(cfg, run_dir, group, list(hydra_cfg.overrides.task))
     except (ConfigError, DatasetUnavailable, RunDamaged, LockHeld, RunFailed) as error:
+        # a kind of RunFailed (TrainingDiverged) is named, as in the recorded reason
+        kind = "" if type(error) is RunFailed or not isinstance(error, RunFailed) else (
+            f"{type(error).__name__}: ")
         if multirun:  # the launcher records the failure and finishes the other jobs
-            raise JobFailed(f"error: {error}") from error
-        print(f"error: {error}", file=sys.stderr)
+            raise JobFailed(f"error: {kind}{error}") from error
+        print(f"error: {kind}{error}", file=sys.stderr)
         sys.exit(1 if isinstance(error, RunFailed) else 2)  # a bad input is 2, as before
     except Interrupted as error:
         sys.exit(error.exit_code)

@@ -135,17 +135,18 @@ def record_run(cfg: TrainConfig, run: RunDir, config: dict, config_yaml: str,
         run.finish_ok(summary)
     except BaseException as error:
         state, reason = outcome(error, run)
+        disk_full = isinstance(error, OSError) and error.errno in DISK_FULL
         try:
             run.fail(reason, state)
         except OSError as unrecorded:  # a disk so full that not even status.json's block is left
             reason += f"; not recorded: {write_problem(unrecorded, run.dir)}"
-            if not stated_in_one_line(error):
+            if not disk_full:
                 print(f"error: {reason}", file=sys.stderr)
         if sink is not None:
             sink.finish(exit_code=1)
         if isinstance(error, Interrupted):
             print(f"interrupted by {error}: {reason}", file=sys.stderr)
-        if stated_in_one_line(error):
+        if disk_full:  # the reason says it all: the command line prints it in one line
             raise RunFailed(reason) from error
         raise
     if sink is not None:
@@ -181,9 +182,3 @@ def outcome(error: BaseException, run: RunDir) -> tuple[str, str]:
         return "failed", (f"{write_problem(error, run.dir)}; free space and rerun the same "
                           "command to resume from the last complete epoch")
     return "failed", f"{type(error).__name__}: {error}"
-
-
-def stated_in_one_line(error: BaseException) -> bool:
-    """A failure whose recorded reason says all (the command line prints it, no traceback)."""
-    return isinstance(error, RunFailed) or (isinstance(error, OSError)
-                                            and error.errno in DISK_FULL)
