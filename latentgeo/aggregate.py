@@ -39,7 +39,14 @@ from typing import Any
 import pandas as pd
 
 from latentgeo.config import BOOKKEEPING, is_bookkeeping
-from latentgeo.records import RunDir, atomic_write_text, find_runs, jsonable
+from latentgeo.records import (
+    DISK_FULL,
+    RunDir,
+    atomic_write_text,
+    find_runs,
+    jsonable,
+    write_problem,
+)
 from latentgeo.results import history_frame, runs_frame
 from latentgeo.tracking import log_table, sweep_wandb_settings
 
@@ -440,7 +447,7 @@ def format_runs(result: AggregateResult) -> str:
     selected = result.selected_runs()
     rows = [[("* " if r.run in selected else "  ") + r.run, r.state, r.variant,
              format_number(r.seed), format_number(r.lr), format_number(r.select_value),
-             r.excluded_reason or ""] for r in _table(result).itertuples()]
+             r.excluded_reason or r.reason or ""] for r in _table(result).itertuples()]
     return _text_table(["run", "state", "variant", "seed", "lr", result.select, "reason"], rows)
 
 
@@ -512,7 +519,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError as error:
         print(f"error: {error.args[0]}", file=sys.stderr)
         return 2
-    csv_path, json_path = write_outputs(result, args.out or args.sweep_dir)
+    try:
+        csv_path, json_path = write_outputs(result, args.out or args.sweep_dir)
+    except OSError as error:
+        if error.errno not in DISK_FULL:
+            raise
+        print(f"error: {write_problem(error, Path(args.out or args.sweep_dir))}", file=sys.stderr)
+        return 1
 
     states = pd.Series([run.state for run in runs]).value_counts().sort_index()
     counts = ", ".join(f"{n} {state}" for state, n in states.items())

@@ -369,15 +369,20 @@ def check_values(cfg: TrainConfig) -> None:
     if m.activation == "relu_alpha":
         a = cfg.activation
         check(0 <= a.init_alpha <= 1, "activation.init_alpha", a.init_alpha, "within [0, 1]")
-        check(a.l1 >= 0, "activation.l1", a.l1, ">= 0")
-        check(a.nu_step >= 0, "activation.nu_step", a.nu_step, ">= 0")
+        check(math.isfinite(a.l1) and a.l1 >= 0, "activation.l1", a.l1, "a finite number >= 0")
+        check(math.isfinite(a.nu_step) and a.nu_step >= 0, "activation.nu_step", a.nu_step,
+              "a finite number >= 0")
+        check(math.isfinite(a.init_nu), "activation.init_nu", a.init_nu, "a finite number")
         check(a.oscillation_k >= 1, "activation.oscillation_k", a.oscillation_k, ">= 1")
         check(a.oscillation_window >= 2, "activation.oscillation_window", a.oscillation_window,
               ">= 2")
     check(h.penultimate_nodes >= 1, "head.penultimate_nodes", h.penultimate_nodes,
           "a positive integer")
-    check(h.gamma_start >= 0, "head.gamma_start", h.gamma_start, ">= 0")
-    check(h.gamma_factor > 0, "head.gamma_factor", h.gamma_factor, "> 0")
+    check(math.isfinite(h.gamma_start) and h.gamma_start >= 0, "head.gamma_start",
+          h.gamma_start, "a finite number >= 0")
+    check(math.isfinite(h.gamma_factor) and h.gamma_factor > 0, "head.gamma_factor",
+          h.gamma_factor, "a finite number > 0")
+    check(not math.isnan(h.gamma_max), "head.gamma_max", h.gamma_max, "a number (inf: no cap)")
     check(h.gamma_step >= 1, "head.gamma_step", h.gamma_step, ">= 1")
     check(h.penalty in HEAD_PENALTIES, "head.penalty", h.penalty,
           f"one of {list(HEAD_PENALTIES)}")
@@ -400,12 +405,19 @@ def check_values(cfg: TrainConfig) -> None:
     f = o.lr_find
     check(0 < f.min_lr < f.max_lr, "optimizer.lr_find.min_lr", f.min_lr,
           f"> 0 and < optimizer.lr_find.max_lr={f.max_lr}")
+    check(math.isfinite(f.max_lr), "optimizer.lr_find.max_lr", f.max_lr, "a finite number")
+    check(math.isfinite(o.momentum) and o.momentum >= 0, "optimizer.momentum", o.momentum,
+          "a finite number >= 0")
+    check(math.isfinite(s.min_lr) and s.min_lr >= 0, "schedule.min_lr", s.min_lr,
+          "a finite number >= 0")
     check(f.steps >= 12, "optimizer.lr_find.steps", f.steps, ">= 12")
     check(f.slope == "log_lr", "optimizer.lr_find.slope", f.slope,
           "log_lr (slope=lr was removed: on the exponential ramp d/d lr picks the smallest LR)")
-    check(o.weight_decay >= 0, "optimizer.weight_decay", o.weight_decay, ">= 0")
+    check(math.isfinite(o.weight_decay) and o.weight_decay >= 0, "optimizer.weight_decay",
+          o.weight_decay, "a finite number >= 0")
     check(s.step_size >= 1, "schedule.step_size", s.step_size, ">= 1")
-    check(s.factor > 0, "schedule.factor", s.factor, "> 0")
+    check(math.isfinite(s.factor) and s.factor > 0, "schedule.factor", s.factor,
+          "a finite number > 0")
     metrics = cfg.metrics
     check(metrics.every >= 1, "metrics.every", metrics.every, ">= 1")
     for node in dataclasses.fields(metrics):
@@ -561,6 +573,8 @@ def run_name(name: str | None, dataset: str, model: str, head: str, overrides: s
     """Readable name + short hash of the overrides: rerunning a command finds its run dir."""
     digest = hashlib.sha1(overrides.encode()).hexdigest()[:8]
     readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", name or f"{dataset}-{model}-{head}")
+    # a leading dot would hide the run dir (``ls``, ``runs`` and ``load_runs`` skip dot dirs)
+    readable = re.sub(r"^\.+", "_", readable)
     # a file name has at most 255 bytes: a longer name= fails validation (build.MAX_NAME),
     # with this dir (cut) as its record, instead of an OSError before the run starts
     return f"{readable[:200]}-{digest}"
@@ -573,7 +587,15 @@ def sweep_id() -> str:
     if not os.environ.get("LATENTGEO_SWEEP_ID"):
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         os.environ["LATENTGEO_SWEEP_ID"] = f"{stamp}-{uuid.uuid4().hex[:6]}"
+    check_sweep_id(os.environ["LATENTGEO_SWEEP_ID"])
     return os.environ["LATENTGEO_SWEEP_ID"]
+
+
+def check_sweep_id(value: str) -> None:
+    """A sweep id names one folder under ``sweeps/``: ``../x`` would put the sweep elsewhere,
+    ``.x`` would hide it from ``runs``."""
+    check(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", value) is not None, "LATENTGEO_SWEEP_ID",
+          value, "letters, digits, _ . - (not starting with . or -), as a sweep prints it")
 
 
 def register_configs() -> None:

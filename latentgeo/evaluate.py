@@ -34,7 +34,7 @@ from latentgeo import families
 from latentgeo.build import load_run, run_config, validate
 from latentgeo.config import ConfigError, Schedule, upgrade
 from latentgeo.data import DatasetUnavailable
-from latentgeo.records import LockHeld, RunDir, is_run_dir
+from latentgeo.records import DISK_FULL, LockHeld, RunDamaged, RunDir, is_run_dir, write_problem
 from latentgeo.runtime import load_checkpoint
 from latentgeo.tracking import add_to_summary, log_evaluation
 
@@ -180,9 +180,16 @@ def main(argv: list[str] | None = None) -> int:
                 print(format_values(results[-1]))
                 print(f"wrote {run.artifact('eval') / (name + '.json')}")
             record_results(run, cfg, results)
-    except (ConfigError, DatasetUnavailable, FileNotFoundError, ValueError, LockHeld) as error:
+    except (ConfigError, DatasetUnavailable, FileNotFoundError, ValueError, LockHeld,
+            RunDamaged) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:
+        if error.errno not in DISK_FULL:
+            raise
+        print(f"error: {write_problem(error, run.dir)}; the training record is unchanged",
+              file=sys.stderr)
+        return 1
     return 0
 
 

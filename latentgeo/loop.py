@@ -32,9 +32,10 @@ from latentgeo.models.relu_alpha import (
     relu_alpha_modules,
     set_step_nu,
 )
+from latentgeo.records import RunFailed
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(RunFailed):
     """Loss became NaN or infinite."""
 
 

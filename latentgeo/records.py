@@ -16,7 +16,9 @@ import os
 import platform
 import re
 import shutil
+import struct
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,22 +38,58 @@ def file_mode() -> int:
     return 0o666 & ~mask
 
 
+# errnos of a full disk (or a full quota): the run records it as its reason, in one line
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextlib.contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """An OSError inside the block names ``path``: a failed write or fsync names no file, and
+    mkstemp names its temp file, while the reason must say which file could not be written."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno is None or error.filename == str(path):
+            raise
+        raise OSError(error.errno, error.strerror, str(path)) from error
+
+
+def write_problem(error: OSError, root: Path) -> str:
+    """``no space left on device while writing checkpoints/last.pt`` (relative to ``root``)."""
+    name = Path(error.filename) if error.filename else None
+    if name is not None and name.is_relative_to(root):
+        name = name.relative_to(root)
+    what = (error.strerror or str(error)).lower()
+    return f"{what} while writing {name}" if name is not None else what
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temp file in the same directory, fsync, then rename over ``path``. The file
     gets the umask's mode, as ``open`` would give it (mkstemp alone makes it 0600)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fchmod(f.fileno(), file_mode())
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fchmod(f.fileno(), file_mode())
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def rewrite_in_place(path: Path, data: bytes) -> None:
+    """Overwrite an existing file's own blocks (not atomic): the last resort on a full disk,
+    where no temp file can be made but a small file's block can be reused."""
+    with writing(path), open(path, "r+b") as f:
+        f.write(data)
+        f.truncate()
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -123,9 +161,37 @@ class LockHeld(RuntimeError):
     """Another live process holds the lock."""
 
 
+class RunFailed(RuntimeError):
+    """A run stopped for a reason its record states in full (a diverging loss, a full disk):
+    the command line prints the message as one line, without a traceback."""
+
+
 class RunDamaged(RuntimeError):
     """A run dir's files cannot be trusted (a damaged checkpoint, events that contradict it);
     the message says which file and how to recover."""
+
+
+_HELD: set[str] = set()  # lock files this process holds: closing any fd of one releases it
+# struct flock (fcntl(2)) on Linux and the BSDs: l_type, l_whence, l_start, l_len, l_pid
+FLOCK = "hhqqi4x"
+
+
+def lock_holder(path: Path) -> int | None:
+    """The pid of the live process holding ``exclusive_lock(path)`` (this process's own pid
+    for a lock it holds), or None. Takes no lock, creates nothing: ``F_GETLK`` only reports."""
+    path = Path(path)
+    if str(path.resolve()) in _HELD:
+        return os.getpid()  # opening it here would release our own lock when closed
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        query = struct.pack(FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+        kind, _, _, _, pid = struct.unpack(FLOCK, fcntl.fcntl(fd, fcntl.F_GETLK, query))
+    finally:
+        os.close(fd)
+    return None if kind == fcntl.F_UNLCK else pid
 
 
 @contextlib.contextmanager
@@ -152,10 +218,16 @@ def exclusive_lock(path: Path, blocking: bool = True, holder: dict[str, Any] | N
             raise LockHeld(f"pid {who.get('pid', '?')} on {who.get('host', '?')} "
                            f"(since {who.get('since', '?')})") from None
         if holder is not None:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(holder).encode(), 0)
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps(holder).encode(), 0)
+            except OSError as error:  # the holder only names the owner: a full disk may skip it
+                if error.errno not in DISK_FULL:
+                    raise
+        _HELD.add(str(path.resolve()))
         yield
     finally:
+        _HELD.discard(str(path.resolve()))
         os.close(fd)  # closing releases the lock
 
 
@@ -170,18 +242,27 @@ def read_json_or_none(path: Path) -> tuple[Any, str | None]:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Events of a metrics.jsonl; a torn last line (crash mid-write) is skipped."""
-    events = []
+    """Events of a metrics.jsonl. A line that is not a JSON object (a torn last line after a
+    crash mid-write, garbage, an empty line) is skipped, and said on stderr in one line that
+    names the file and the line numbers."""
+    events, skipped = [], []
     if not Path(path).is_file():
         return events
-    with open(path) as f:
-        for line in f:
+    with open(path, errors="replace") as f:
+        for number, line in enumerate(f, start=1):
             try:
                 event = json.loads(line)
             except json.JSONDecodeError:
-                continue
-            if isinstance(event, dict):
+                event = None
+            epoch = event.get("epoch", 0) if isinstance(event, dict) else None
+            if isinstance(epoch, int) and not isinstance(epoch, bool):
                 events.append(event)
+            else:  # not an object, or an epoch that is not a whole number: not an event
+                skipped.append(number)
+    if skipped:
+        shown = ", ".join(map(str, skipped[:10])) + (", ..." if len(skipped) > 10 else "")
+        print(f"warning: {path}: skipped {len(skipped)} line(s) that are not JSON events "
+              f"(torn, garbage or empty): line {shown}", file=sys.stderr)
     return events
 
 
@@ -303,7 +384,7 @@ class RunDir:
         return self._read(f"config:{resolve}", lambda: self._load_config(resolve))
 
     def _load_config(self, resolve: bool) -> dict[str, Any]:
-        from omegaconf import OmegaConf
+        from omegaconf import DictConfig, OmegaConf
 
         for path in (self.artifact("config"), self.dir / HYDRA_CONFIG):
             if not path.is_file():
@@ -312,6 +393,9 @@ class RunDir:
                 cfg = OmegaConf.load(path)
             except Exception as error:  # noqa: BLE001 - any YAML problem
                 raise ValueError(f"unreadable {path.name}: {error}") from error
+            if not isinstance(cfg, DictConfig):  # a list, or a scalar: not a config
+                raise ValueError(f"unreadable {path.name}: a {type(cfg).__name__}, not a "
+                                 "mapping of keys")
             try:
                 return OmegaConf.to_container(cfg, resolve=resolve)  # type: ignore[return-value]
             except Exception:  # noqa: BLE001 - ${hydra:...} outside Hydra: keep the raw text
@@ -363,6 +447,7 @@ class RunDir:
             config_problem = self.config_problem()
             if config_problem:
                 return config_problem
+            return never_learned(self.summary())
         return value.get("reason")
 
     @property
@@ -402,7 +487,14 @@ class RunDir:
     # ----------------------------------------------------------------- writing
 
     def _write_status(self) -> None:
-        atomic_write_json(self.artifact("status"), self._status)
+        path = self.artifact("status")
+        text = json.dumps(jsonable(self._status), indent=2, sort_keys=True) + "\n"
+        try:
+            atomic_write_text(path, text)
+        except OSError as error:
+            if error.errno not in DISK_FULL or not path.is_file():
+                raise
+            rewrite_in_place(path, text.encode())  # a full disk: status.json's own block
         self._cache.pop("status", None)
 
     def recorded(self, key: str) -> Any:
@@ -425,15 +517,10 @@ class RunDir:
                            f"end (or stop it) and rerun") from None
 
     def has_live_owner(self) -> bool:
-        """Does a live process hold the run dir's owner lock (a run going on right now)?"""
-        path = self.artifact("lock")
-        if not path.is_file():
-            return False
-        try:
-            with exclusive_lock(path, blocking=False):
-                return False
-        except LockHeld:
-            return True
+        """Does a live process hold the run dir's owner lock (a run going on right now)?
+        Asks the kernel (``F_GETLK``) without taking the lock: a probe must never make a
+        starting writer be refused (taking the lock for a moment did, under ``runs``)."""
+        return lock_holder(self.artifact("lock")) is not None
 
     @property
     def shown_state(self) -> str:
@@ -444,7 +531,7 @@ class RunDir:
 
     def append_log(self, line: str) -> None:
         """One line (per epoch) into train.log, flushed: it follows the run as the console."""
-        with open(self.artifact("log"), "a") as f:
+        with writing(self.artifact("log")), open(self.artifact("log"), "a") as f:
             f.write(line.rstrip("\n") + "\n")
 
     def rewrite_events(self, events: list[dict[str, Any]]) -> None:
@@ -512,7 +599,7 @@ class RunDir:
         """Append one event; flushed and fsynced so a crash loses at most a torn last line.
         Returns the event as recorded (what ``events()`` will read back)."""
         line = json.dumps(jsonable(event), sort_keys=False)
-        with open(self.artifact("metrics"), "a") as f:
+        with writing(self.artifact("metrics")), open(self.artifact("metrics"), "a") as f:
             f.write(line + "\n")
             f.flush()
             os.fsync(f.fileno())
@@ -563,6 +650,19 @@ class RunDir:
         self._write_status()
 
 
+def never_learned(summary: dict[str, Any]) -> str | None:
+    """What an ok run whose summary has ``never_learned`` says (``runs``, aggregate, the
+    console): its final test accuracy is within noise of chance (``metrics.chance``)."""
+    if summary.get("never_learned") is not True:
+        return None
+    accuracy, chance = summary.get("test/accuracy"), summary.get("chance/test/accuracy")
+    bound = summary.get("chance/test/bound")
+    if not all(isinstance(v, (int, float)) for v in (accuracy, chance, bound)):
+        return "never learned: the final test accuracy is within noise of chance"
+    return (f"never learned: final test accuracy {accuracy:.4f} is within noise of chance "
+            f"{chance:.4f} (at most {bound:.4f})")
+
+
 def job_order(path: Path) -> tuple[int, int | str]:
     return (0, int(path.name)) if path.name.isdigit() else (1, path.name)
 
@@ -591,10 +691,17 @@ def find_runs(path: Path | str) -> list[RunDir]:
     return [RunDir(path)] if is_run_dir(path) else SweepDir(path).runs()
 
 
-def find_all_runs(root: Path | str) -> list[RunDir]:
+def find_all_runs(root: Path | str, _seen: set[Path] | None = None) -> list[RunDir]:
     """Every run dir under ``root`` (``root`` itself included), a sweep's jobs in job order;
-    archived records (``archive/``) and evaluation outputs (``eval/``) are not runs."""
+    archived records (``archive/``) and evaluation outputs (``eval/``) are not runs. A folder
+    reached again through a symlink is read once (a link to a parent made an endless walk)."""
     root = Path(root)
+    if not root.exists():  # a typo in a path must not read as "no runs"
+        raise FileNotFoundError(f"{root} does not exist")
+    seen = set() if _seen is None else _seen
+    if root.resolve() in seen:
+        return []
+    seen.add(root.resolve())
     if is_run_dir(root):
         return [RunDir(root)]
     found: list[RunDir] = []
@@ -604,7 +711,7 @@ def find_all_runs(root: Path | str) -> list[RunDir]:
         if child.name in ("archive", ARTIFACTS["eval"], ARTIFACTS["wandb"],
                           ARTIFACTS["checkpoints"]) or child.name.startswith("."):
             continue
-        found += find_all_runs(child)
+        found += find_all_runs(child, seen)
     return found
 
 

@@ -47,6 +47,7 @@ import html
 import math
 import re
 import sys
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,7 +60,7 @@ from latentgeo import aggregate as agg
 from latentgeo import figures
 from latentgeo.families.latent import BINARY_CODE_HEADS
 from latentgeo.metrics.mahalanobis import misclassification_distances
-from latentgeo.records import RunDir, alpha_trajectories, is_run_dir
+from latentgeo.records import DISK_FULL, RunDir, alpha_trajectories, is_run_dir, write_problem
 
 SPLITS = ("train", "val", "test")
 MAX_CODE_NODES = 16  # penultimate layers up to this width get per-node histograms, else a PCA
@@ -233,7 +234,7 @@ def load_penultimate(run: RunDir) -> dict[str, dict[str, np.ndarray]] | None:
                 for part in ("labels", "preds"):
                     if f"{split}_{part}" in data.files:
                         found[split][part] = np.asarray(data[f"{split}_{part}"])
-    except (OSError, ValueError):
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):  # a damaged file: unreadable
         return None
     return {s: d for s, d in found.items() if d["x"].size} or None
 
@@ -598,6 +599,9 @@ def code_made(variant: Variant, suffix: str) -> tuple[list[Made], str]:
     """The code itself, from the representative run's penultimate.npz."""
     run = variant.representative
     data = load_penultimate(run)
+    if not data and run.artifact("penultimate").is_file():
+        return [], (f"{run.artifact('penultimate').name} is unreadable (damaged, or holds no "
+                    "features); it is left as it is.")
     if not data:
         return [], ("No penultimate features: rerun with metrics.penultimate.when=last to "
                     "store them.")
@@ -853,9 +857,12 @@ def figures_body(variants: Sequence[Variant], files_dir: Path, variant_axis: str
     parts, nav = [], []
     for heading, anchor, ids in SECTIONS:
         entries = [compared[i] for i in ids if i in compared]
-        if entries:
+        empty = training_gap(variants) if anchor == "training" and not entries else None
+        if entries or empty:  # Training stays, saying why it is empty
             nav.append((anchor, heading))
-            parts.append(f'<h2 id="{anchor}">{_esc(heading)}</h2>{_figures_html(entries)}')
+            note = f'<p class="warn">{_esc(empty)}</p>' if empty else ""
+            parts.append(f'<h2 id="{anchor}">{_esc(heading)}</h2>{note}'
+                         f"{_figures_html(entries)}")
     for variant in variants:
         made, notes = run_level_made(variant, f"_{variant.slug}" if variant.slug else "")
         entries = [_write(m, files_dir) for m in made]
@@ -875,6 +882,20 @@ def figures_body(variants: Sequence[Variant], files_dir: Path, variant_axis: str
     if not compared and not any("<figure" in p for p in parts):
         parts.append("<p>No figure: none of the data they need exist.</p>")
     return "\n".join(parts), nav
+
+
+def training_gap(variants: Sequence[Variant]) -> str:
+    """Why there are no training curves: each shown run's metrics.jsonl is missing, holds no
+    readable event, or no accuracy or loss."""
+    why = []
+    for run in (run for variant in variants for run in variant.runs):
+        if not run.artifact("metrics").is_file():
+            why.append(f"{run.name}: no metrics.jsonl")
+        elif not run.events():
+            why.append(f"{run.name}: metrics.jsonl holds no readable event")
+        else:
+            why.append(f"{run.name}: metrics.jsonl has no accuracy or loss")
+    return "No training curves: " + ("; ".join(why) if why else "no run to show") + "."
 
 
 def _nav(items: Sequence[tuple[str, str]]) -> str:
@@ -955,6 +976,11 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, KeyError) as error:
         print(f"error: {error.args[0] if error.args else error}", file=sys.stderr)
         return 2
+    except OSError as error:
+        if error.errno not in DISK_FULL:
+            raise
+        print(f"error: {write_problem(error, Path(args.path))}", file=sys.stderr)
+        return 1
     print(f"wrote {out}")
     return 0
 

@@ -21,6 +21,7 @@ Reads run dirs only through ``latentgeo.records``; wandb is never needed.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,8 @@ COORDINATES = ("epoch", "step", "checkpoint")  # where a record was taken, not a
 
 
 def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite number: NaN and inf (a damaged record's ``NaN`` literals) are left out."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def run_row(run: RunDir) -> dict[str, Any]:

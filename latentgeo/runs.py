@@ -2,14 +2,16 @@
 
 Lists the runs and sweeps under DIR (default: the outputs folder, ``$LATENTGEO_OUTPUT`` or
 ``outputs``): name, state, epoch / epochs, best test accuracy, age, and the reason when the run
-did not end ok. A run whose status.json says ``running`` but whose process is gone (no live
-owner of its lock: SIGKILL, a lost node) is shown ``dead``, never ``running``.
+did not end ok (or ended ok with an unreadable config or summary, or never learned). A run
+whose status.json says ``running`` but whose process is gone (no live owner of its lock:
+SIGKILL, a lost node) is shown ``dead``, never ``running``.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
 import os
 import sys
 from pathlib import Path
@@ -34,17 +36,22 @@ def age(iso: str | None, now: dt.datetime | None = None) -> str:
     return f"{int(max(seconds, 0))}s"
 
 
+def is_finite(value: object) -> bool:
+    """A real number, not NaN or inf (a damaged record may hold them: JSON reads NaN)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
 def row(run: RunDir, root: Path) -> list[str]:
     status = run.status() or {}
     config = run.flat_config()
     summary = run.summary() or {}
     best = summary.get("best/test/accuracy")
-    if best is None:  # a run still going: the best so far from its events
-        accuracies = [e["test/accuracy"] for e in run.events()
-                      if isinstance(e.get("test/accuracy"), (int, float))]
+    if not is_finite(best):  # a run still going (or a damaged summary): the best of its events
+        accuracies = [e["test/accuracy"] for e in run.events() if is_finite(e.get("test/accuracy"))]
         best = max(accuracies) if accuracies else None
     state = run.shown_state
-    reason = "" if state == "ok" else (run.reason or "")
+    reason = run.reason or ""  # an ok run's too: an unreadable config or summary, never learned
     if state == "dead":
         reason = "no live process holds the run (killed?); rerun the same command to resume"
     reason = reason.splitlines()[0] if reason else ""

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -99,11 +101,28 @@ def save_checkpoint(path: Path, obj: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """The checkpoint at ``path``; CheckpointDamaged (naming it) when it cannot be read."""
+    """The checkpoint at ``path``; CheckpointDamaged (naming it and the damage) when it cannot
+    be read."""
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as error:  # noqa: BLE001 - torch raises many types for a damaged file
-        raise CheckpointDamaged(f"{path} is damaged ({type(error).__name__}: "
-                                f"{str(error).splitlines()[0][:200]})") from error
+        raise CheckpointDamaged(f"{path} is damaged ({checkpoint_damage(error)})") from error
+
+
+def checkpoint_damage(error: Exception) -> str:
+    """What is wrong with a checkpoint, in our words: torch's own message advises loading with
+    ``weights_only=False``, which would run whatever code the file holds."""
+    text = str(error)
+    if isinstance(error, pickle.UnpicklingError) or "weights_only" in text.lower():
+        detail = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+        first = re.split(r"[.] |\n", detail.group(1))[0] if detail else ""
+        found = f": {first[:120]}" if first else ""
+        return (f"it holds something other than tensors and plain values{found}; such a file "
+                "is not loaded, as loading it could run code")
+    if "zip archive" in text or "central directory" in text:
+        return "not a complete checkpoint archive: truncated or overwritten"
+    if isinstance(error, EOFError) or not text.strip():
+        return f"empty or truncated ({type(error).__name__})"
+    return f"{type(error).__name__}: {text.strip().splitlines()[0][:200]}"

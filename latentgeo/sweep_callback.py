@@ -22,10 +22,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from latentgeo.records import RunDir
+from latentgeo.records import LockHeld, RunDir
 
 REASON_WIDTH = 100  # characters of the failure reason shown in the table (status.json has it all)
 
@@ -51,10 +52,16 @@ def expected_job_count(config: DictConfig) -> int | None:
         return None
 
 
-def job_states(sweep_dir: Path, expected: int | None = None) -> list[dict[str, Any]]:
+NOT_RUN = "not run here"  # the state of a job whose run dir another process was writing
+
+
+def job_states(sweep_dir: Path, expected: int | None = None,
+               refused: dict[int, str] | None = None) -> list[dict[str, Any]]:
     """One row per job: jobs ``0 .. expected-1`` when the count is known (a job dir beyond it
     is left from an earlier, larger grid re-entered with the same sweep id), else every job dir
-    ``<sweep_dir>/<n>/``."""
+    ``<sweep_dir>/<n>/``. A job in ``refused`` (its run dir was in use by another process,
+    e.g. a second driver with the same sweep id) is ``not run here``, whatever its record
+    says: this driver did not run it."""
     sweep_dir = Path(sweep_dir)
     found = {}
     if sweep_dir.is_dir():
@@ -69,6 +76,8 @@ def job_states(sweep_dir: Path, expected: int | None = None) -> list[dict[str, A
             state, reason = "missing", "no status.json (the job never reached training)"
         else:
             state, reason = run.state, run.reason
+        if number in (refused or {}):
+            state, reason = NOT_RUN, f"its record says {state}; {refused[number]}"
         rows.append({"job": number, "state": state, "reason": reason, "run_dir": str(run.dir)})
     return rows
 
@@ -98,6 +107,7 @@ class SweepSummary(Callback):
     def __init__(self) -> None:
         self.sweep_dir: Path | None = None
         self.expected: int | None = None
+        self.refused: dict[int, str] = {}  # job -> why this driver could not run it
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -106,6 +116,14 @@ class SweepSummary(Callback):
         jobs = "" if self.expected is None else f"{self.expected} jobs, "
         print(f"sweep {self.sweep_dir} ({jobs}re-enter it with "
               f"LATENTGEO_SWEEP_ID={self.sweep_dir.name})", flush=True)
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        """A job refused because its run dir is in use (LockHeld): noted for the summary.
+        Runs in the driver with the basic launcher (in the job's process with submitit)."""
+        failure = job_return._return_value if job_return.status == JobStatus.FAILED else None
+        cause = getattr(failure, "__cause__", None)
+        if isinstance(failure, LockHeld) or isinstance(cause, LockHeld):
+            self.refused[int(config.hydra.job.num)] = str(cause or failure)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         atexit.unregister(self._print_summary)
@@ -117,7 +135,7 @@ class SweepSummary(Callback):
     def _print_summary(self) -> list[dict[str, Any]]:
         if self.sweep_dir is None:
             return []
-        rows = job_states(self.sweep_dir, self.expected)
+        rows = job_states(self.sweep_dir, self.expected, self.refused)
         sys.stderr.flush()
         print(format_summary(self.sweep_dir, rows), flush=True)
         return rows

@@ -7,6 +7,7 @@ models, the data) is imported when a run starts.
 from __future__ import annotations
 
 import importlib.resources
+import os
 import sys
 from pathlib import Path
 
@@ -14,17 +15,30 @@ import hydra
 import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.plugins import Plugins
+from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from hydra_plugins.latentgeo_workstation.workstation_launcher import WorkstationLauncher
-from latentgeo.config import ConfigError, DatasetUnavailable, TrainConfig, check_values, to_typed
-from latentgeo.records import LockHeld, RunDamaged, RunDir
+from latentgeo.config import (
+    ConfigError,
+    DatasetUnavailable,
+    TrainConfig,
+    check_sweep_id,
+    check_values,
+    to_typed,
+)
+from latentgeo.records import LockHeld, RunDamaged, RunDir, RunFailed
 from latentgeo.signals import Interrupted
 
 # Hydra finds launcher plugins by scanning the hydra_plugins namespace on sys.path, which an
 # editable install (pip install -e .) does not extend: register ours explicitly.
 Plugins.instance().register(WorkstationLauncher)
+
+
+class JobFailed(CompactHydraException):
+    """A sweep job's known failure: Hydra prints its one-line message, not a traceback; the
+    failure itself (``__cause__``) tells the sweep summary what happened."""
 
 
 def train(cfg: DictConfig | TrainConfig, run_dir: Path, group: str | None = None,
@@ -57,11 +71,14 @@ def main(cfg: DictConfig) -> float | None:
     try:
         reject_bad_values(cfg, run_dir)  # before torch is imported
         summary = train(cfg, run_dir, group, list(hydra_cfg.overrides.task))
-    except (ConfigError, DatasetUnavailable, RunDamaged, LockHeld) as error:
-        if multirun:
-            raise  # the launcher records the failure and finishes the other jobs
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    except (ConfigError, DatasetUnavailable, RunDamaged, LockHeld, RunFailed) as error:
+        # a kind of RunFailed (TrainingDiverged) is named, as in the recorded reason
+        kind = "" if type(error) is RunFailed or not isinstance(error, RunFailed) else (
+            f"{type(error).__name__}: ")
+        if multirun:  # the launcher records the failure and finishes the other jobs
+            raise JobFailed(f"error: {kind}{error}") from error
+        print(f"error: {kind}{error}", file=sys.stderr)
+        sys.exit(1 if isinstance(error, RunFailed) else 2)  # a bad input is 2, as before
     except Interrupted as error:
         sys.exit(error.exit_code)
     return summary.get("test/accuracy")
@@ -125,6 +142,12 @@ def cli() -> None:
         print(app_help())
         return
     check_config_dirs(argv)
+    if os.environ.get("LATENTGEO_SWEEP_ID"):  # one line here; Hydra's resolver error is long
+        try:
+            check_sweep_id(os.environ["LATENTGEO_SWEEP_ID"])
+        except ConfigError as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
     main()
 
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
 
 from latentgeo.analysis.lr_find import suggest_lr, write_lr_find
 from latentgeo.build import load_data, make_loaders, resolve_device, validate
@@ -22,8 +23,19 @@ from latentgeo.config import (
 )
 from latentgeo.data import DataBundle
 from latentgeo.engine import fit
+from latentgeo.metrics.chance import learning_summary
 from latentgeo.models import build_model
-from latentgeo.records import RunDamaged, RunDir, event_problem, scrub_secrets, summarize
+from latentgeo.records import (
+    DISK_FULL,
+    RunDamaged,
+    RunDir,
+    RunFailed,
+    event_problem,
+    never_learned,
+    scrub_secrets,
+    summarize,
+    write_problem,
+)
 from latentgeo.runtime import CheckpointDamaged, load_checkpoint, seed_everything, set_threads
 from latentgeo.signals import Interrupted, signals_interrupt
 from latentgeo.tracking import start_training_sink
@@ -118,14 +130,24 @@ def record_run(cfg: TrainConfig, run: RunDir, config: dict, config_yaml: str,
             run.note("repaired", f"metrics.jsonl {problem}; rewritten from the events the "
                                  "training process recorded")
         summary = summarize(events)
+        summary.update(learning_summary(summary.get("test/accuracy"), evaluated_test_labels(
+            cfg, data)))
         run.finish_ok(summary)
     except BaseException as error:
         state, reason = outcome(error, run)
-        run.fail(reason, state)
+        disk_full = isinstance(error, OSError) and error.errno in DISK_FULL
+        try:
+            run.fail(reason, state)
+        except OSError as unrecorded:  # a disk so full that not even status.json's block is left
+            reason += f"; not recorded: {write_problem(unrecorded, run.dir)}"
+            if not disk_full:
+                print(f"error: {reason}", file=sys.stderr)
         if sink is not None:
             sink.finish(exit_code=1)
         if isinstance(error, Interrupted):
             print(f"interrupted by {error}: {reason}", file=sys.stderr)
+        if disk_full:  # the reason says it all: the command line prints it in one line
+            raise RunFailed(reason) from error
         raise
     if sink is not None:
         figures = [run.artifact(name) for name in ("alpha_plot", "reinit_plot", "lr_find_plot")]
@@ -133,8 +155,17 @@ def record_run(cfg: TrainConfig, run: RunDir, config: dict, config_yaml: str,
                         step=events[-1]["step"] if events else 0)
         sink.run.summary.update({k: v for k, v in summary.items() if v is not None})
         sink.finish(exit_code=0)
+    if never_learned(summary):
+        print(f"warning: {never_learned(summary)}; the run is ok but did not learn")
     print(f"run ok: {run.dir}  test accuracy {summary.get('test/accuracy', float('nan')):.4f}")
     return summary
+
+
+def evaluated_test_labels(cfg: TrainConfig, data: DataBundle) -> Tensor:
+    """The labels of the test images the run's test accuracy is measured on (the first
+    ``trainer.limit_eval_batches`` batches when set: the evaluation loader keeps order)."""
+    limit = cfg.trainer.limit_eval_batches
+    return data.test.y if limit is None else data.test.y[:limit * cfg.trainer.eval_batch_size]
 
 
 def outcome(error: BaseException, run: RunDir) -> tuple[str, str]:
@@ -147,4 +178,7 @@ def outcome(error: BaseException, run: RunDir) -> tuple[str, str]:
     # not failed, it resumes from last.pt when the job starts again
     if isinstance(error, SystemExit):
         return "interrupted", f"SystemExit: {error} (requeued: resumes from last.pt)"
+    if isinstance(error, OSError) and error.errno in DISK_FULL:
+        return "failed", (f"{write_problem(error, run.dir)}; free space and rerun the same "
+                          "command to resume from the last complete epoch")
     return "failed", f"{type(error).__name__}: {error}"

@@ -118,9 +118,12 @@ def test_a_run_dir_and_an_outputs_folder_are_read_too(sweep: Path) -> None:
     one = load_runs(sweep / "1")
     assert list(one.run) == [str(sweep / "1")] and one["optimizer.lr"].item() == 2e-2
     assert set(load_history(sweep / "1").run) == {str(sweep / "1")}
+    (outputs / "nothing here").mkdir()
     empty = load_runs(outputs / "nothing here")
     assert empty.empty and list(empty.columns) == ["run", "state", "reason", "epoch"]
     assert list(load_history(outputs / "nothing here").columns) == HISTORY_COLUMNS
+    with pytest.raises(FileNotFoundError, match="no such folder does not exist"):
+        load_runs(outputs / "no such folder")  # a typo must not read as "no runs"
 
 
 @pytest.mark.slow

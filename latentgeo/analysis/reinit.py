@@ -16,7 +16,9 @@ every ``nn.Linear``, the head's included.
 Writes ``reinit.json`` = ``{"layers": [names], "sources": {source: [top1 per layer]},
 "top5": {source: [...]} (K ≥ 5 only), "baseline": {"top1", "top5" (null when K < 5)},
 "rand_seed": int | null}`` and ``reinit.png`` (heatmap of the relative drop
-(baseline − top1)/baseline, rows = sources, columns = layers).
+(baseline − top1)/baseline, rows = sources, columns = layers). An existing ``reinit.json``
+(training's ``metrics.reinit``, or an earlier command) is added to, never cut: the sources
+measured again replace their rows, the others stay (over the same layers only).
 
 A snapshot at or after the trained epoch holds the trained weights (zero drop everywhere), so
 the default ``--from`` (``init`` plus every ``epoch_XXXX`` snapshot) leaves those out.
@@ -227,6 +229,20 @@ def write_reinit(run: RunDir, result: dict[str, Any]) -> tuple[Path, Path]:
     return json_path, png_path
 
 
+def merge_reinit(previous: dict[str, Any] | None, result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` added to a run's earlier ``reinit.json`` (training's, or an earlier command's):
+    rows of sources measured again are replaced, every other row is kept, and so is the
+    ``rand`` seed when ``rand`` is not measured again. A post-hoc command adds to the record."""
+    if not isinstance(previous, dict) or not isinstance(previous.get("sources"), dict):
+        return result
+    merged = {**result, "sources": {**previous["sources"], **result["sources"]}}
+    if "top5" in result:
+        merged["top5"] = {**(previous.get("top5") or {}), **result["top5"]}
+    if "rand" not in result["sources"] and "rand" in previous["sources"]:
+        merged["rand_seed"] = previous.get("rand_seed")
+    return merged
+
+
 def format_table(result: dict[str, Any]) -> str:
     """One row per layer, one column per source: top-1 and the relative drop."""
     from latentgeo.figures import relative_drop
@@ -292,10 +308,18 @@ def run_command(args: argparse.Namespace) -> int:
     if not layers:
         print(f"error: the model has no layers for --layers={args.layers}", file=sys.stderr)
         return 2
+    previous = run.run.read_artifact("reinit")
+    if isinstance(previous, dict) and previous.get("layers") not in (None, layers):
+        print(f"error: {run.run.artifact('reinit')} holds other layers than --layers="
+              f"{args.layers} measures ({len(previous['layers'])} vs {len(layers)}); rows "
+              "are added only over the same layers: pass the --layers it was made with, or "
+              "move it away to start another", file=sys.stderr)
+        return 2
     print(f"{run.run.dir}: epoch {run.epoch}, {len(layers)} layers x {len(sources)} sources "
           f"({', '.join(sources)}) on {run.device}")
     result = reinit_robustness(run.model, run.loaders.eval["test"].epoch, sources, layers,
                                run.num_classes, seed)
+    result = merge_reinit(previous, result)
     json_path, png_path = write_reinit(run.run, result)
     where = add_to_summary(run.run, run.cfg, reinit_events(result))
     print(format_table(result))
