@@ -18,11 +18,14 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|passwd)", re.IGNORECASE)
+# files parsed by the run-dir readers, by file name: the growth test counts the work per run
+PARSED: Counter[str] = Counter()
 
 
 def now() -> str:
@@ -161,6 +164,7 @@ def exclusive_lock(path: Path, blocking: bool = True, holder: dict[str, Any] | N
 
 def read_json_or_none(path: Path) -> tuple[Any, str | None]:
     """``(value, None)``, or ``(None, why)`` when the file is missing or not JSON."""
+    PARSED[Path(path).name] += 1
     try:
         return json.loads(Path(path).read_text()), None
     except FileNotFoundError:
@@ -174,6 +178,7 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     events = []
     if not Path(path).is_file():
         return events
+    PARSED[Path(path).name] += 1
     with open(path) as f:
         for line in f:
             try:
@@ -206,6 +211,7 @@ WANDB_IDENTITY = ("wandb_id", "wandb_name", "wandb_group")
 
 ARTIFACTS = {
     "config": "config.yaml",
+    "config_json": "config.json",  # config.yaml parsed, for fast reads (``write_config_twin``)
     "status": "status.json",
     "metrics": "metrics.jsonl",
     "summary": "summary.json",
@@ -229,6 +235,7 @@ ARTIFACTS = {
 }
 HYDRA_CONFIG = Path(".hydra") / "config.yaml"  # Hydra's own copy: there before the run starts
 STATES = ("running", "ok", "failed", "interrupted")
+BEST_KEY = "best/test/accuracy"  # the best so far in status.json, the final one in summary.json
 
 
 def is_run_dir(path: Path) -> bool:
@@ -237,6 +244,37 @@ def is_run_dir(path: Path) -> bool:
     path = Path(path)
     return any((path / name).is_file() for name in (ARTIFACTS["status"], ARTIFACTS["config"],
                                                      HYDRA_CONFIG))
+
+
+def write_config_twin(run_dir: Path, config: dict[str, Any], atomic: bool = True) -> None:
+    """config.json beside config.yaml: the same config as JSON (read 700× faster than the YAML),
+    valid while config.yaml keeps the size and mtime recorded in it; an edited config.yaml is
+    read again. ``atomic=False`` for a generator writing a fresh dir."""
+    yaml_stat = (Path(run_dir) / ARTIFACTS["config"]).stat()
+    text = json.dumps({"config.yaml": {"size": yaml_stat.st_size,
+                                       "mtime_ns": yaml_stat.st_mtime_ns}, "config": config})
+    path = Path(run_dir) / ARTIFACTS["config_json"]
+    if atomic:
+        atomic_write_text(path, text)
+    else:
+        path.write_text(text)
+
+
+def read_config_twin(run_dir: Path) -> dict[str, Any] | None:
+    """config.json's config when it matches config.yaml (else None: read the YAML)."""
+    try:
+        yaml_stat = (Path(run_dir) / ARTIFACTS["config"]).stat()
+        text = (Path(run_dir) / ARTIFACTS["config_json"]).read_bytes()
+        PARSED[ARTIFACTS["config_json"]] += 1
+        twin = json.loads(text)
+        source = twin["config.yaml"]
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    if (source.get("size"), source.get("mtime_ns")) != (yaml_stat.st_size,
+                                                         yaml_stat.st_mtime_ns):
+        return None
+    config = twin.get("config")
+    return config if isinstance(config, dict) else None
 
 
 def checkpoint_name(epoch: int | None) -> str:
@@ -303,11 +341,15 @@ class RunDir:
         return self._read(f"config:{resolve}", lambda: self._load_config(resolve))
 
     def _load_config(self, resolve: bool) -> dict[str, Any]:
+        twin = read_config_twin(self.dir)
+        if twin is not None:
+            return twin
         from omegaconf import OmegaConf
 
         for path in (self.artifact("config"), self.dir / HYDRA_CONFIG):
             if not path.is_file():
                 continue
+            PARSED[path.name] += 1
             try:
                 cfg = OmegaConf.load(path)
             except Exception as error:  # noqa: BLE001 - any YAML problem
@@ -482,7 +524,12 @@ class RunDir:
               overrides: list[str] | None = None) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.checkpoints.mkdir(exist_ok=True)
+        self.artifact("config_json").unlink(missing_ok=True)  # never a twin of an older yaml
         atomic_write_text(self.artifact("config"), config_yaml)
+        self._cache = {key: value for key, value in self._cache.items()
+                       if not key.startswith(("config", "flat_config"))}
+        config = self.config()
+        write_config_twin(self.dir, config)
         previous = self.status() or {}
         started = previous.get("started") if resumed_epoch else None
         self._status = {
@@ -494,7 +541,15 @@ class RunDir:
             "git_sha": git_sha(),
             "versions": versions(),
             "overrides": list(overrides or previous.get("overrides") or []),
+            # what a listing shows (``python -m latentgeo.runs``), without parsing the config
+            # or the events
+            "epochs": flatten(config).get("trainer.epochs"),
         }
+        kept = [e.get("test/accuracy") for e in (self.events() if resumed_epoch else [])
+                if e.get("epoch", 0) <= resumed_epoch]  # the events the resume keeps
+        kept = [a for a in kept if isinstance(a, (int, float)) and not isinstance(a, bool)]
+        if kept:
+            self._status[BEST_KEY] = max(kept)
         for key in WANDB_IDENTITY:  # the same wandb run across resumes and requeues
             if previous.get(key):
                 self._status[key] = previous[key]
@@ -517,7 +572,12 @@ class RunDir:
             f.flush()
             os.fsync(f.fileno())
         self._cache.pop("events", None)
-        return json.loads(line)
+        recorded = json.loads(line)
+        accuracy = recorded.get("test/accuracy")
+        if (self._status and isinstance(accuracy, (int, float)) and not isinstance(accuracy, bool)
+                and (self._status.get(BEST_KEY) is None or accuracy > self._status[BEST_KEY])):
+            self._status[BEST_KEY] = accuracy  # in status.json with the epoch (``set_epoch``)
+        return recorded
 
     def truncate_events(self, after_epoch: int) -> None:
         """Drop events after ``after_epoch`` (written before a crash, redone on resume)."""

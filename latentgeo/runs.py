@@ -13,8 +13,9 @@ import datetime as dt
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
-from latentgeo.records import RunDir, find_all_runs
+from latentgeo.records import BEST_KEY, RunDir, find_all_runs
 
 REASON_WIDTH = 70
 
@@ -34,15 +35,23 @@ def age(iso: str | None, now: dt.datetime | None = None) -> str:
     return f"{int(max(seconds, 0))}s"
 
 
+def listed_best_and_epochs(run: RunDir, status: dict) -> tuple[float | None, Any]:
+    """Best test accuracy and planned epochs: from status.json (where training records them),
+    else, for a run dir recorded before it did, from summary.json, its events and its config."""
+    best = status.get(BEST_KEY)
+    if best is None and "epochs" not in status:
+        best = (run.summary() or {}).get(BEST_KEY)
+        if best is None:  # a run still going: the best so far from its events
+            accuracies = [e["test/accuracy"] for e in run.events()
+                          if isinstance(e.get("test/accuracy"), (int, float))]
+            best = max(accuracies) if accuracies else None
+    epochs = status.get("epochs")
+    return best, run.flat_config().get("trainer.epochs", "?") if epochs is None else epochs
+
+
 def row(run: RunDir, root: Path) -> list[str]:
     status = run.status() or {}
-    config = run.flat_config()
-    summary = run.summary() or {}
-    best = summary.get("best/test/accuracy")
-    if best is None:  # a run still going: the best so far from its events
-        accuracies = [e["test/accuracy"] for e in run.events()
-                      if isinstance(e.get("test/accuracy"), (int, float))]
-        best = max(accuracies) if accuracies else None
+    best, epochs = listed_best_and_epochs(run, status)
     state = run.shown_state
     reason = "" if state == "ok" else (run.reason or "")
     if state == "dead":
@@ -50,7 +59,6 @@ def row(run: RunDir, root: Path) -> list[str]:
     reason = reason.splitlines()[0] if reason else ""
     if len(reason) > REASON_WIDTH:
         reason = reason[:REASON_WIDTH - 3] + "..."
-    epochs = config.get("trainer.epochs", "?")
     return [str(run.dir.relative_to(root)) if run.dir != root else run.dir.name, state,
             f"{status.get('epoch', 0) if status else '-'}/{epochs}",
             "-" if best is None else f"{best:.4f}",
