@@ -40,7 +40,8 @@ import pandas as pd
 
 from latentgeo.config import BOOKKEEPING, is_bookkeeping
 from latentgeo.records import RunDir, atomic_write_text, find_runs, jsonable
-from latentgeo.results import history_frame, runs_frame
+from latentgeo.results import cached_history, runs_frame
+from latentgeo.results_cache import warm
 from latentgeo.tracking import log_table, sweep_wandb_settings
 
 LR_KEY = "optimizer.lr"
@@ -130,7 +131,9 @@ def load_runs(sweep_dir: str | Path) -> list[RunDir]:
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"sweep dir {sweep_dir} does not exist")
-    return find_runs(sweep_dir)
+    runs = find_runs(sweep_dir)
+    warm(runs, sweep_dir)  # unchanged runs' records from the cache, not their files
+    return runs
 
 
 def _canonical(value: Any) -> str:
@@ -400,15 +403,35 @@ def table_frame(result: AggregateResult) -> pd.DataFrame:
     return pd.DataFrame(rows, dtype=object)
 
 
-def write_outputs(result: AggregateResult, out_dir: str | Path) -> tuple[Path, Path]:
-    """Write aggregate.csv, aggregate.json, runs.csv and history.csv into ``out_dir``; return
-    the paths of the first two."""
+HISTORY_CHUNK = 100  # runs per piece of history.csv: memory stays bounded at any sweep size
+
+
+def write_history_csv(runs: Sequence[RunDir], root: str | Path, path: Path) -> None:
+    """history.csv (``results.load_history``'s rows), written a few runs at a time from the
+    columnar cache, then renamed into place."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            for start in range(0, max(len(runs), 1), HISTORY_CHUNK):
+                chunk = cached_history(runs[start:start + HISTORY_CHUNK], root)
+                chunk.to_csv(f, index=False, header=start == 0)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_outputs(result: AggregateResult, out_dir: str | Path, history: bool = True
+                  ) -> tuple[Path, Path]:
+    """Write aggregate.csv, aggregate.json, runs.csv and (``history``) history.csv into
+    ``out_dir``; return the paths of the first two."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tables = {"aggregate.csv": table_frame(result), "runs.csv": runs_frame(result.runs),
-              "history.csv": history_frame(result.runs)}
+    tables = {"aggregate.csv": table_frame(result), "runs.csv": runs_frame(result.runs)}
     for name, table in tables.items():
         atomic_write_text(out_dir / name, table.to_csv(index=False))
+    if history:
+        write_history_csv(result.runs, result.sweep_dir or out_dir, out_dir / "history.csv")
     atomic_write_text(out_dir / "aggregate.json",
                       json.dumps(to_json(result), indent=2, allow_nan=False) + "\n")
     return out_dir / "aggregate.csv", out_dir / "aggregate.json"
@@ -490,6 +513,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="metrics to print (default: "
                              f"{' '.join(TABLE_COLUMNS)}); aggregate.json holds all of them")
     parser.add_argument("--out", type=Path, help="where to write the files (default: SWEEP_DIR)")
+    parser.add_argument("--no-history", action="store_true",
+                        help="skip history.csv (every number of every run: the slow part of a "
+                             "large sweep; results.load_history reads any part of it)")
     parser.add_argument("--no-wandb", action="store_true",
                         help="never log the table to wandb, even for online runs")
     return parser
@@ -512,7 +538,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError as error:
         print(f"error: {error.args[0]}", file=sys.stderr)
         return 2
-    csv_path, json_path = write_outputs(result, args.out or args.sweep_dir)
+    csv_path, json_path = write_outputs(result, args.out or args.sweep_dir,
+                                        history=not args.no_history)
 
     states = pd.Series([run.state for run in runs]).value_counts().sort_index()
     counts = ", ".join(f"{n} {state}" for state, n in states.items())
@@ -523,7 +550,8 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(result, args.columns))
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    print(f"wrote {csv_path}, {json_path}, runs.csv and history.csv")
+    print(f"wrote {csv_path}, {json_path}, runs.csv"
+          + ("" if args.no_history else " and history.csv"))
 
     settings = None if args.no_wandb else sweep_wandb_settings(
         [run.flat_config() for run in runs], args.sweep_dir)

@@ -380,6 +380,19 @@ class RunDir:
         value, _ = self._read("status", lambda: read_json_or_none(self.artifact("status")))
         return value if isinstance(value, dict) else None
 
+    def status_read(self) -> tuple[Any, str | None]:
+        """status.json as ``read_json_or_none`` gave it (for a cache of the reads)."""
+        return self._read("status", lambda: read_json_or_none(self.artifact("status")))
+
+    def summary_read(self) -> tuple[Any, str | None]:
+        return self._read("summary", lambda: read_json_or_none(self.artifact("summary")))
+
+    def preload(self, reads: dict[str, Any]) -> None:
+        """Reads kept by a cache that checked the files are unchanged (``results_cache``):
+        ``status`` / ``summary`` as ``(value, problem)``, ``config``, ``evaluations``."""
+        for key, value in reads.items():
+            self._cache["config:True" if key == "config" else key] = value
+
     @property
     def state(self) -> str:
         """The status.json state, or ``missing`` (no status.json) / ``unreadable``."""
@@ -424,6 +437,9 @@ class RunDir:
 
     def evaluations(self) -> dict[str, dict[str, Any]]:
         """``eval/<checkpoint>.json`` of every evaluated checkpoint, by checkpoint name."""
+        return self._read("evaluations", self._read_evaluations)
+
+    def _read_evaluations(self) -> dict[str, dict[str, Any]]:
         found = {}
         for path in sorted(self.artifact("eval").glob("*.json")):
             value, _ = read_json_or_none(path)
@@ -434,6 +450,7 @@ class RunDir:
     def write_evaluation(self, checkpoint: str, values: dict[str, Any]) -> Path:
         path = self.artifact("eval") / f"{checkpoint}.json"
         atomic_write_json(path, values)
+        self._cache.pop("evaluations", None)
         return path
 
     def read_artifact(self, name: str) -> Any:

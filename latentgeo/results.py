@@ -25,9 +25,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from latentgeo.records import RunDir, find_all_runs
+from latentgeo.results_cache import cache_dir, history_table, warm
 
 RUN_COLUMNS = ["run", "state", "reason", "epoch"]
 HISTORY_COLUMNS = ["run", "epoch", "step", "metric", "value", "source"]
@@ -70,10 +72,76 @@ def history_frame(runs: Sequence[RunDir]) -> pd.DataFrame:
 
 
 def load_runs(path: str | Path) -> pd.DataFrame:
-    """One row per run dir under ``path``: run, state, reason, epoch, config, summary, eval/."""
-    return runs_frame(find_all_runs(path))
+    """One row per run dir under ``path``: run, state, reason, epoch, config, summary, eval/.
+    Runs whose files are unchanged since the last call come from the cache (``results_cache``)."""
+    runs = find_all_runs(path)
+    warm(runs, path)
+    return runs_frame(runs)
 
 
-def load_history(path: str | Path) -> pd.DataFrame:
-    """Every number the runs under ``path`` recorded: run, epoch, step, metric, value, source."""
-    return history_frame(find_all_runs(path))
+def cached_history(runs: Sequence[RunDir], root: str | Path,
+                   metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """``history_frame`` of these runs (only ``metrics`` when given), their metrics.jsonl read
+    through the columnar cache: a later call parses only the files that changed. Within an
+    event the rows follow the run's metric order (first seen), not the event's key order."""
+    wanted = None if metrics is None else set(metrics)
+    place = cache_dir(root)
+    pieces: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]] = []
+    for run in runs:
+        table = history_table(run, root, place)
+        names = [n for n in table.column_names[2:] if wanted is None or n in wanted]
+        if names and table.num_rows:
+            values = np.column_stack([table[n].to_numpy(zero_copy_only=False) for n in names])
+            valid = np.column_stack([table[n].is_valid().to_numpy(zero_copy_only=False)
+                                     for n in names])
+            rows, columns = np.nonzero(valid)  # row-major: event by event
+            epochs, steps = (table[c].to_pandas().to_numpy(dtype=float, na_value=np.nan)
+                             for c in ("epoch", "step"))
+            pieces.append((str(run.dir), epochs[rows], steps[rows],
+                           np.asarray(names, dtype=object)[columns], values[rows, columns],
+                           np.ones(len(rows), bool), "train"))
+        for name, values_of in run.evaluations().items():
+            found = [(key, value) for key, value in values_of.items()
+                     if key not in COORDINATES and is_number(value)
+                     and (wanted is None or key in wanted)]
+            if found:
+                epoch = values_of.get("epoch")
+                pieces.append((str(run.dir), np.full(len(found), np.nan if epoch is None
+                                                     else float(epoch)),
+                               np.full(len(found), np.nan),
+                               np.asarray([k for k, _ in found], dtype=object),
+                               np.asarray([float(v) for _, v in found]),
+                               np.ones(len(found), bool), f"eval:{name}"))
+    if not pieces:
+        return pd.DataFrame(columns=HISTORY_COLUMNS).astype(
+            {"epoch": "Int64", "step": "Int64", "value": float})
+    lengths = [len(p[1]) for p in pieces]
+
+    def joined(index: int) -> np.ndarray:
+        return np.concatenate([p[index] for p in pieces])
+
+    def integers(values: np.ndarray) -> pd.arrays.IntegerArray:
+        missing = np.isnan(values)
+        return pd.arrays.IntegerArray(np.where(missing, 0, values).astype("int64"), missing)
+
+    return pd.DataFrame({
+        "run": np.repeat(np.asarray([p[0] for p in pieces], dtype=object), lengths),
+        "epoch": integers(joined(1)), "step": integers(joined(2)), "metric": joined(3),
+        "value": joined(4).astype(float),
+        "source": np.repeat(np.asarray([p[6] for p in pieces], dtype=object), lengths),
+    }, columns=HISTORY_COLUMNS)
+
+
+def load_history(path: str | Path, metrics: Sequence[str] | None = None,
+                 runs: Sequence[str | Path] | None = None) -> pd.DataFrame:
+    """Every number the runs under ``path`` recorded: run, epoch, step, metric, value, source.
+    ``metrics``: only these metric names (e.g. ``["test/accuracy"]``); ``runs``: only these run
+    dirs (paths, or names as ``load_runs``' ``run`` column or the dir's name). Only what is
+    asked is read, from a per-run columnar cache of metrics.jsonl (``results_cache``)."""
+    found = find_all_runs(path)
+    if runs is not None:
+        asked = {str(Path(r).resolve()) for r in runs} | {str(r) for r in runs}
+        found = [run for run in found if str(run.dir.resolve()) in asked or
+                 str(run.dir) in asked or run.name in asked]
+    warm(found, path)
+    return cached_history(found, path, metrics)
