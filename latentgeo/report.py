@@ -60,6 +60,7 @@ from latentgeo import figures
 from latentgeo.families.latent import BINARY_CODE_HEADS
 from latentgeo.metrics.mahalanobis import misclassification_distances
 from latentgeo.records import RunDir, alpha_trajectories, is_run_dir
+from latentgeo.results_cache import history_table
 
 SPLITS = ("train", "val", "test")
 MAX_CODE_NODES = 16  # penultimate layers up to this width get per-node histograms, else a PCA
@@ -180,21 +181,41 @@ def curves(events: Sequence[dict[str, Any]]) -> dict[str, Curve]:
             if any(math.isfinite(value) for value, _ in curve.values())}
 
 
+def table_curves(table) -> dict[str, Curve]:
+    """``curves`` of a run's history table (``results_cache.history_table``), where a null is
+    a value not recorded: the line joins the epochs around it instead of leaving a gap."""
+    if "epoch" not in table.column_names or not table.num_rows:
+        return {}
+    epochs = table["epoch"].to_numpy(zero_copy_only=False)
+    result: dict[str, Curve] = {}
+    for name in table.column_names[2:]:
+        values = table[name].to_numpy(zero_copy_only=False)
+        keep = ~np.isnan(values) & ~np.isnan(epochs.astype(float))
+        if np.isfinite(values[keep]).any():
+            result[name] = {int(e): (v, None) for e, v in zip(epochs[keep].tolist(),
+                                                               values[keep].tolist())}
+    return result
+
+
 def mean_curves(per_run: Sequence[dict[str, Curve]]) -> dict[str, Curve]:
     """Mean and population std across runs, per metric and epoch, over the finite values."""
     names = list(dict.fromkeys(name for run in per_run for name in run))
     result: dict[str, Curve] = {}
     for name in names:
         epochs = sorted({e for run in per_run for e in run.get(name, {})})
-        curve: Curve = {}
-        for epoch in epochs:
-            values = [run[name][epoch][0] for run in per_run if epoch in run.get(name, {})]
-            stats = agg.mean_std(values)
-            if stats["n"]:
-                curve[epoch] = (stats["mean"], stats["std"] if len(per_run) > 1 else None)
-            else:
-                curve[epoch] = (math.nan, None)
-        result[name] = curve
+        column = {epoch: index for index, epoch in enumerate(epochs)}
+        values = np.full((len(per_run), len(epochs)), np.nan)  # runs × epochs
+        for row, run in enumerate(per_run):
+            curve = run.get(name, {})
+            values[row, [column[e] for e in curve]] = [point[0] for point in curve.values()]
+        values[~np.isfinite(values)] = np.nan
+        count = np.sum(~np.isnan(values), axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.nansum(values, axis=0) / count
+            std = np.sqrt(np.nansum((values - mean) ** 2, axis=0) / count)
+        many = len(per_run) > 1
+        result[name] = {epoch: (float(mean[i]), float(std[i]) if many else None) if count[i]
+                        else (math.nan, None) for i, epoch in enumerate(epochs)}
     return result
 
 
@@ -268,7 +289,9 @@ def _slug(text: str, taken: set[str]) -> str:
 def _finish(variants: list[Variant]) -> list[Variant]:
     for variant, colour in zip(variants, figures.colors(len(variants)), strict=False):
         variant.colour = colour
-        variant.curves = [curves(run.events()) for run in variant.runs]
+        # each run's events through the columnar cache of its folder (read once, then mapped)
+        variant.curves = [table_curves(history_table(run, run.dir.parent))
+                          for run in variant.runs]
     return variants
 
 
