@@ -28,6 +28,8 @@ metrics), ``aggregate.json`` (everything) and ``latentgeo.results``'s ``runs.csv
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import math
 import sys
@@ -41,7 +43,7 @@ import pandas as pd
 from latentgeo.config import BOOKKEEPING, is_bookkeeping
 from latentgeo.records import RunDir, atomic_write_text, find_runs, jsonable
 from latentgeo.results import cached_history, runs_frame
-from latentgeo.results_cache import warm
+from latentgeo.results_cache import Tee, command_key, remember, replay, warm
 from latentgeo.tracking import log_table, sweep_wandb_settings
 
 LR_KEY = "optimizer.lr"
@@ -126,19 +128,29 @@ def seed_of(run: RunDir, seed_key: str = SEED_KEY) -> Any:
     return run.flat_config().get(seed_key)
 
 
-def load_runs(sweep_dir: str | Path) -> list[RunDir]:
-    """Every run of a sweep dir (or the run dir itself), in job order, whatever its state."""
+def load_runs(sweep_dir: str | Path, cached: bool = True) -> list[RunDir]:
+    """Every run of a sweep dir (or the run dir itself), in job order, whatever its state;
+    ``cached``: unchanged runs' records from the cache (``results_cache.warm``)."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"sweep dir {sweep_dir} does not exist")
     runs = find_runs(sweep_dir)
-    warm(runs, sweep_dir)  # unchanged runs' records from the cache, not their files
+    if cached:
+        warm(runs, sweep_dir)
     return runs
 
 
 def _canonical(value: Any) -> str:
     """A hashable, order-stable text for config values (lists, None, floats)."""
+    if value is None or isinstance(value, (str, int)) or (
+            isinstance(value, float) and value == value and value != 0):  # -0.0 == 0.0, NaN
+        return _canonical_scalar(value)
     return json.dumps(value, sort_keys=True, default=str)
+
+
+@functools.lru_cache(maxsize=65536, typed=True)  # a sweep's configs repeat most values
+def _canonical_scalar(value: Any) -> str:
+    return json.dumps(value)
 
 
 def _finite(value: Any) -> float | None:
@@ -524,7 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        runs = load_runs(args.sweep_dir)
+        runs = load_runs(args.sweep_dir, cached=False)
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -532,12 +544,36 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no run dirs (with config.yaml or status.json) in {args.sweep_dir}",
               file=sys.stderr)
         return 2
+    # nothing changed since the same command wrote its files: say again what it said
+    out_dir = Path(args.out or args.sweep_dir).resolve()
+    key = command_key(runs, {**{k: str(v) for k, v in vars(args).items()}, "out": str(out_dir)})
+    said = replay("aggregate", args.sweep_dir, key)
+    if said is not None:
+        sys.stdout.write(said[0])
+        sys.stderr.write(said[1])
+        return 0
+    warm(runs, args.sweep_dir)
+    stdout, stderr = Tee(sys.stdout), Tee(sys.stderr)
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code, logged = _aggregate_main(args, runs)
+    if code == 0 and not logged:  # a wandb table is logged again each time, as before
+        remember("aggregate", args.sweep_dir, key,
+                 [out_dir / name for name in OUTPUTS if name != "history.csv"
+                  or not args.no_history], stdout.kept.getvalue(), stderr.kept.getvalue())
+    return code
+
+
+OUTPUTS = ("aggregate.csv", "aggregate.json", "runs.csv", "history.csv")
+
+
+def _aggregate_main(args: argparse.Namespace, runs: list[RunDir]) -> tuple[int, bool]:
+    """The command after reading: (exit status, whether a table went to wandb)."""
     try:
         result = aggregate(runs, select=args.select, group_by=args.group_by, lr_key=args.lr_key,
                            seed_key=args.seed_key, sweep_dir=args.sweep_dir)
     except KeyError as error:
         print(f"error: {error.args[0]}", file=sys.stderr)
-        return 2
+        return 2, False
     csv_path, json_path = write_outputs(result, args.out or args.sweep_dir,
                                         history=not args.no_history)
 
@@ -559,7 +595,8 @@ def main(argv: list[str] | None = None) -> int:
             "aggregate", table_frame(result).fillna("").astype(str), settings,
             {"select": result.select, "variant_keys": result.variant_keys}):
         print(f"logged the table to wandb group {settings['group']}")
-    return 0
+        return 0, True
+    return 0, False
 
 
 if __name__ == "__main__":

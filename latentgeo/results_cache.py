@@ -21,6 +21,7 @@ run dirs stay the source of truth: deleting the cache changes nothing but the ti
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from collections.abc import Sequence
@@ -155,6 +156,68 @@ def warm(runs: Sequence[RunDir], root: Path | str) -> None:
             pass  # a cache that cannot be written costs time, never a result
 
 
+# ----------------------------------------------------------------------------- commands
+
+
+def command_key(runs: Sequence[RunDir], parts: dict[str, Any]) -> dict[str, Any]:
+    """What a command's output depends on: its arguments, every run's files (metrics.jsonl
+    too), and latentgeo's own code (a new version recomputes)."""
+    code = sorted(Path(__file__).parent.rglob("*.py"))
+    return {"version": VERSION, "parts": parts,
+            "code": [[path.name, file_key(path)] for path in code],
+            "runs": [[str(run.dir.resolve()), run_key(run), file_key(run.artifact("metrics"))]
+                     for run in runs]}
+
+
+def _memo_path(place: Path, name: str, key: dict[str, Any]) -> Path:
+    digest = hashlib.sha1(json.dumps([name, key["parts"]], sort_keys=True).encode())
+    return place / f"{name}-{digest.hexdigest()[:16]}.json"
+
+
+def replay(name: str, root: Path | str, key: dict[str, Any]) -> tuple[str, str] | None:
+    """The stdout and stderr of the same command over the same files when its outputs are
+    still as it wrote them; else None (compute)."""
+    place = cache_dir(root)
+    if place is None:
+        return None
+    try:
+        memo = json.loads(_memo_path(place, name, key).read_bytes())
+    except (OSError, ValueError):
+        return None
+    if memo.get("key") != key or any(file_key(Path(path)) != written
+                                     for path, written in memo.get("outputs", {}).items()):
+        return None
+    return memo["stdout"], memo["stderr"]
+
+
+def remember(name: str, root: Path | str, key: dict[str, Any], outputs: Sequence[Path],
+             stdout: str, stderr: str) -> None:
+    """Keep a command's printed output and its files' keys for ``replay``."""
+    place = cache_dir(root)
+    if place is None:
+        return
+    try:
+        atomic_write_text(_memo_path(place, name, key), json.dumps({
+            "key": key, "outputs": {str(Path(p).resolve()): file_key(Path(p)) for p in outputs},
+            "stdout": stdout, "stderr": stderr}))
+    except OSError:
+        pass
+
+
+class Tee(io.TextIOBase):
+    """Writes through to a stream and keeps a copy (a command's output for ``remember``)."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream, self.kept = stream, io.StringIO()
+
+    def write(self, text: str) -> int:
+        self.kept.write(text)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
 # ----------------------------------------------------------------------------- history
 
 
@@ -245,4 +308,5 @@ def history_table(run: RunDir, root: Path | str, place: Path | None = None):
     return table
 
 
-__all__ = ["PARSED", "cache_dir", "history_table", "warm"]
+__all__ = ["PARSED", "Tee", "cache_dir", "command_key", "history_table", "remember", "replay",
+           "warm"]
