@@ -164,9 +164,10 @@ def exclusive_lock(path: Path, blocking: bool = True, holder: dict[str, Any] | N
 
 def read_json_or_none(path: Path) -> tuple[Any, str | None]:
     """``(value, None)``, or ``(None, why)`` when the file is missing or not JSON."""
-    PARSED[Path(path).name] += 1
     try:
-        return json.loads(Path(path).read_text()), None
+        text = Path(path).read_text()
+        PARSED[Path(path).name] += 1
+        return json.loads(text), None
     except FileNotFoundError:
         return None, f"no {Path(path).name}"
     except (OSError, ValueError) as error:
