@@ -43,11 +43,11 @@ from __future__ import annotations
 
 import argparse
 import functools
-from collections import Counter
 import html
 import math
 import re
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
