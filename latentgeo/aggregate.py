@@ -42,7 +42,7 @@ import pandas as pd
 
 from latentgeo.config import BOOKKEEPING, is_bookkeeping
 from latentgeo.records import RunDir, atomic_write_text, find_runs, jsonable
-from latentgeo.results import cached_history, runs_frame
+from latentgeo.results import cached_history, history_csv, runs_frame
 from latentgeo.results_cache import Tee, command_key, remember, replay, warm
 from latentgeo.tracking import log_table, sweep_wandb_settings
 
@@ -426,7 +426,7 @@ def write_history_csv(runs: Sequence[RunDir], root: str | Path, path: Path) -> N
         with open(tmp, "w") as f:
             for start in range(0, max(len(runs), 1), HISTORY_CHUNK):
                 chunk = cached_history(runs[start:start + HISTORY_CHUNK], root)
-                chunk.to_csv(f, index=False, header=start == 0)
+                f.write(history_csv(chunk, header=start == 0))
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -113,6 +113,11 @@ def test_cached_reads_equal_the_files(tmp_path: Path) -> None:
     for _ in range(2):  # first call fills the caches, the second reads them
         pd.testing.assert_frame_equal(results.load_runs(sweep), direct_runs)
         pd.testing.assert_frame_equal(results.load_history(sweep), direct_history)
+    tricky = direct_history.head(8).copy()  # history.csv's writer: pandas' text exactly
+    tricky["value"] = [1e-5, 123456789012.0, 1e20, float("nan"), -0.0, float("inf"), 3.0, 0.1]
+    tricky.loc[1, "metric"], tricky.loc[2, "step"], tricky.loc[3, "epoch"] = 'a,"b', None, None
+    assert results.history_csv(tricky) == tricky.to_csv(index=False)
+    assert results.history_csv(direct_history) == direct_history.to_csv(index=False)
     one = results.load_history(sweep, metrics=["test/accuracy"], runs=[sweep / "3", "5"])
     assert set(one.metric) == {"test/accuracy"} and len(one) == 2 * (EPOCHS + 1)
     assert sorted(set(one.run)) == [str(sweep / "3"), str(sweep / "5")]
