@@ -48,7 +48,7 @@ import math
 import re
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,20 +182,62 @@ def curves(events: Sequence[dict[str, Any]]) -> dict[str, Curve]:
             if any(math.isfinite(value) for value, _ in curve.values())}
 
 
-def table_curves(table) -> dict[str, Curve]:
+class RunCurves(Mapping):
+    """One run's ``curves`` as arrays (a few MB for thousands of runs where dicts of tuples
+    take GB); a metric's ``Curve`` dict is built when asked for."""
+
+    def __init__(self, arrays: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        self.arrays = arrays  # metric -> (epochs, values), one value per epoch, sorted
+
+    def __getitem__(self, name: str) -> Curve:
+        epochs, values = self.arrays[name]
+        return {e: (v, None) for e, v in zip(epochs.tolist(), values.tolist())}
+
+    def __iter__(self):
+        return iter(self.arrays)
+
+    def __len__(self) -> int:
+        return len(self.arrays)
+
+
+def table_curves(table) -> RunCurves:
     """``curves`` of a run's history table (``results_cache.history_table``), where a null is
     a value not recorded: the line joins the epochs around it instead of leaving a gap."""
     if "epoch" not in table.column_names or not table.num_rows:
-        return {}
-    epochs = table["epoch"].to_numpy(zero_copy_only=False)
-    result: dict[str, Curve] = {}
+        return RunCurves({})
+    epochs = table["epoch"].to_numpy(zero_copy_only=False).astype(float)
+    arrays = {}
     for name in table.column_names[2:]:
         values = table[name].to_numpy(zero_copy_only=False)
-        keep = ~np.isnan(values) & ~np.isnan(epochs.astype(float))
-        if np.isfinite(values[keep]).any():
-            result[name] = {int(e): (v, None) for e, v in zip(epochs[keep].tolist(),
-                                                               values[keep].tolist())}
-    return result
+        keep = ~np.isnan(values) & ~np.isnan(epochs)
+        if not np.isfinite(values[keep]).any():
+            continue
+        kept_epochs, kept_values = epochs[keep].astype(np.int64), values[keep]
+        # the last event of an epoch wins: unique over the reversed order keeps the last one
+        unique, last = np.unique(kept_epochs[::-1], return_index=True)
+        arrays[name] = (unique, kept_values[::-1][last])
+    return RunCurves(arrays)
+
+
+def _epoch_matrix(per_run: Sequence[dict[str, Curve]], name: str
+                  ) -> tuple[list[int], np.ndarray]:
+    """A metric's values as runs × epochs (NaN where a run has none), over the union of
+    epochs."""
+    if all(isinstance(run, RunCurves) for run in per_run):
+        pieces = [run.arrays.get(name) for run in per_run]
+        epochs = np.unique(np.concatenate([p[0] for p in pieces if p is not None]))
+        values = np.full((len(per_run), len(epochs)), np.nan)
+        for row, piece in enumerate(pieces):
+            if piece is not None:
+                values[row, np.searchsorted(epochs, piece[0])] = piece[1]
+        return epochs.tolist(), values
+    epochs = sorted({e for run in per_run for e in run.get(name, {})})
+    column = {epoch: index for index, epoch in enumerate(epochs)}
+    values = np.full((len(per_run), len(epochs)), np.nan)
+    for row, run in enumerate(per_run):
+        curve = run.get(name, {})
+        values[row, [column[e] for e in curve]] = [point[0] for point in curve.values()]
+    return epochs, values
 
 
 def mean_curves(per_run: Sequence[dict[str, Curve]]) -> dict[str, Curve]:
@@ -203,12 +245,7 @@ def mean_curves(per_run: Sequence[dict[str, Curve]]) -> dict[str, Curve]:
     names = list(dict.fromkeys(name for run in per_run for name in run))
     result: dict[str, Curve] = {}
     for name in names:
-        epochs = sorted({e for run in per_run for e in run.get(name, {})})
-        column = {epoch: index for index, epoch in enumerate(epochs)}
-        values = np.full((len(per_run), len(epochs)), np.nan)  # runs × epochs
-        for row, run in enumerate(per_run):
-            curve = run.get(name, {})
-            values[row, [column[e] for e in curve]] = [point[0] for point in curve.values()]
+        epochs, values = _epoch_matrix(per_run, name)
         values[~np.isfinite(values)] = np.nan
         count = np.sum(~np.isnan(values), axis=0)
         with np.errstate(invalid="ignore", divide="ignore"):

@@ -172,5 +172,4 @@ def load_history(path: str | Path, metrics: Sequence[str] | None = None,
         asked = {str(Path(r).resolve()) for r in runs} | {str(r) for r in runs}
         found = [run for run in found if str(run.dir.resolve()) in asked or
                  str(run.dir) in asked or run.name in asked]
-    warm(found, path)
     return cached_history(found, path, metrics)
