@@ -21,6 +21,7 @@ Reads run dirs only through ``latentgeo.records``; wandb is never needed.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,14 @@ import numpy as np
 import pandas as pd
 
 from latentgeo.records import RunDir, find_all_runs
-from latentgeo.results_cache import cache_dir, history_table, warm
+from latentgeo.results_cache import (
+    cache_dir,
+    command_key,
+    frame_replay,
+    history_table,
+    remember_frame,
+    warm,
+)
 
 RUN_COLUMNS = ["run", "state", "reason", "epoch"]
 HISTORY_COLUMNS = ["run", "epoch", "step", "metric", "value", "source"]
@@ -75,8 +83,13 @@ def load_runs(path: str | Path) -> pd.DataFrame:
     """One row per run dir under ``path``: run, state, reason, epoch, config, summary, eval/.
     Runs whose files are unchanged since the last call come from the cache (``results_cache``)."""
     runs = find_all_runs(path)
-    warm(runs, path)
-    return runs_frame(runs)
+    key = command_key(runs, {"path": os.path.abspath(path)})
+    frame = frame_replay("load_runs", path, key)  # the same runs' files: the same frame
+    if frame is None:
+        warm(runs, path)
+        frame = runs_frame(runs)
+        remember_frame("load_runs", path, key, frame)
+    return frame
 
 
 def cached_history(runs: Sequence[RunDir], root: str | Path,

@@ -28,6 +28,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from latentgeo.records import (
     ARTIFACTS,
     HYDRA_CONFIG,
@@ -61,7 +63,7 @@ def cache_dir(root: Path | str) -> Path | None:
     return None
 
 
-def file_key(path: Path) -> list[int] | None:
+def file_key(path: Path | str) -> list[int] | None:
     """(inode, size, mtime_ns) of a file or folder; None when it does not exist."""
     try:
         stat = os.stat(path)
@@ -71,7 +73,13 @@ def file_key(path: Path) -> list[int] | None:
 
 
 def run_key(run: RunDir) -> list[Any]:
-    return [file_key(run.dir / name) for name in RECORD_FILES]
+    folder = str(run.dir)  # plain strings: pathlib costs more than the stat at 10,000 runs
+    return [file_key(os.path.join(folder, name)) for name in RECORD_FILES]
+
+
+def run_name(run: RunDir) -> str:
+    """The run's absolute path: its name in the caches (no syscall, unlike ``resolve``)."""
+    return os.path.abspath(run.dir)
 
 
 def tree_diff(base: Any, tree: Any) -> dict[str, Any]:
@@ -133,7 +141,7 @@ def warm(runs: Sequence[RunDir], root: Path | str) -> None:
     fresh: dict[str, Any] = {}
     changed = False
     for run in runs:
-        name = str(run.dir.resolve())
+        name = run_name(run)
         key = run_key(run)  # before reading: a file changing meanwhile is re-read next time
         entry = entries.get(name)
         if entry is not None and entry["key"] == key:
@@ -165,8 +173,8 @@ def command_key(runs: Sequence[RunDir], parts: dict[str, Any]) -> dict[str, Any]
     code = sorted(Path(__file__).parent.rglob("*.py"))
     return {"version": VERSION, "parts": parts,
             "code": [[path.name, file_key(path)] for path in code],
-            "runs": [[str(run.dir.resolve()), run_key(run), file_key(run.artifact("metrics"))]
-                     for run in runs]}
+            "runs": [[run_name(run), run_key(run),
+                      file_key(os.path.join(run.dir, ARTIFACTS["metrics"]))] for run in runs]}
 
 
 def _memo_path(place: Path, name: str, key: dict[str, Any]) -> Path:
@@ -202,6 +210,56 @@ def remember(name: str, root: Path | str, key: dict[str, Any], outputs: Sequence
             "stdout": stdout, "stderr": stderr}))
     except OSError:
         pass
+
+
+def frame_replay(name: str, root: Path | str, key: dict[str, Any]):
+    """The DataFrame the same call returned over the same files (``remember_frame``), or
+    None."""
+    import pyarrow as pa
+
+    place = cache_dir(root)
+    if place is None or replay(name, root, key) is None:
+        return None
+    try:
+        table = pa.ipc.open_file(pa.memory_map(str(_memo_path(place, name, key).with_suffix(
+            ".arrow")))).read_all()
+        as_json = json.loads(table.schema.metadata[b"json_columns"])
+    except (OSError, KeyError, ValueError, pa.ArrowInvalid):
+        return None
+    frame = table.to_pandas()
+    for column in as_json:
+        frame[column] = pd.Series([json.loads(text) for text in frame[column]],
+                                  index=frame.index, dtype=object)
+    return frame
+
+
+def remember_frame(name: str, root: Path | str, key: dict[str, Any], frame: pd.DataFrame
+                   ) -> None:
+    """Keep a returned DataFrame as Arrow IPC; columns of mixed Python values (lists, None
+    beside numbers) as their JSON text, decoded on the way back."""
+    import pyarrow as pa
+
+    place = cache_dir(root)
+    if place is None:
+        return
+    as_json = [column for column in frame.columns if frame[column].dtype == object]
+    encoded = frame.assign(**{column: [json.dumps(value) for value in frame[column]]
+                              for column in as_json})
+    try:
+        table = pa.Table.from_pandas(encoded, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
+        return  # not a frame Arrow holds: computed again next time
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                           b"json_columns": json.dumps(as_json).encode()})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    path = _memo_path(place, name, key).with_suffix(".arrow")
+    try:
+        atomic_write_bytes(path, sink.getvalue().to_pybytes())
+    except OSError:
+        return
+    remember(name, root, key, [path], "", "")
 
 
 class Tee(io.TextIOBase):
@@ -287,7 +345,7 @@ def history_table(run: RunDir, root: Path | str, place: Path | None = None):
     place = cache_dir(root) if place is None else place
     cached = None
     if place is not None and key is not None:
-        digest = hashlib.sha1(str(run.dir.resolve()).encode()).hexdigest()[:20]
+        digest = hashlib.sha1(run_name(run).encode()).hexdigest()[:20]
         cached = place / "history" / f"{digest}.arrow"
         try:
             table = pa.ipc.open_file(pa.memory_map(str(cached))).read_all()
@@ -308,5 +366,5 @@ def history_table(run: RunDir, root: Path | str, place: Path | None = None):
     return table
 
 
-__all__ = ["PARSED", "Tee", "cache_dir", "command_key", "history_table", "remember", "replay",
-           "warm"]
+__all__ = ["PARSED", "Tee", "cache_dir", "command_key", "frame_replay", "history_table",
+           "remember", "remember_frame", "replay", "warm"]

@@ -187,9 +187,11 @@ def test_a_damaged_cache_is_ignored(tmp_path: Path) -> None:
     sweep = write_sweep(tmp_path / "sweep", 5, EPOCHS)
     expected = results.load_runs(sweep)
     place = results_cache.cache_dir(sweep)
-    (place / "runs.json").write_text("{not json")
-    for cached in (place / "history").glob("*.arrow"):
-        cached.write_bytes(b"torn")
+    results.load_history(sweep, metrics=["lr"])
+    damaged = [path for path in place.rglob("*") if path.is_file()]
+    assert len(damaged) == 5 + 3  # the histories, runs.json, load_runs' frame and its key
+    for path in damaged:
+        path.write_bytes(b"{torn")
     pd.testing.assert_frame_equal(results.load_runs(sweep), expected)
     assert len(results.load_history(sweep, metrics=["lr"])) == 5 * (EPOCHS + 1)
     assert json.loads((place / "runs.json").read_text())["version"] == results_cache.VERSION
