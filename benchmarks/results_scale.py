@@ -26,9 +26,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from latentgeo.results_cache import cache_dir
-from latentgeo.synthetic_sweep import write_sweep
-
 REPO = Path(__file__).resolve().parents[1]
 METRIC = "test/accuracy"
 
@@ -87,10 +84,23 @@ def measure(command: list[str]) -> tuple[float, float, int]:
     return wall, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)
 
 
+# the parent imports nothing heavy: a forked child's peak RSS would count the parent's pages
+CLEAR = """
+import shutil, sys
+from latentgeo.results_cache import cache_dir
+place = cache_dir(sys.argv[1])
+if place is not None:
+    shutil.rmtree(place)
+"""
+GENERATE = """
+import sys
+from latentgeo.synthetic_sweep import write_sweep
+write_sweep(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
+"""
+
+
 def clear_caches(sweep: Path) -> None:
-    place = cache_dir(sweep)
-    if place is not None:
-        shutil.rmtree(place, ignore_errors=True)
+    subprocess.run([sys.executable, "-c", CLEAR, str(sweep)], cwd=REPO, check=True)
 
 
 def bench(sweep: Path, runs: int, epochs: int) -> None:
@@ -99,7 +109,8 @@ def bench(sweep: Path, runs: int, epochs: int) -> None:
     if not (sweep / str(runs - 1) / "status.json").is_file():
         tic = time.perf_counter()
         shutil.rmtree(sweep, ignore_errors=True)
-        write_sweep(sweep, runs, epochs)
+        subprocess.run([sys.executable, "-c", GENERATE, str(sweep), str(runs), str(epochs)],
+                       cwd=REPO, check=True)
         print(f"# generated {runs} runs × {epochs} epochs in {time.perf_counter() - tic:.0f} s")
     print(f"# N = {runs}, {epochs} epochs, load avg {os.getloadavg()[0]:.1f} "
           f"(machine shared: other jobs may slow any row)")

@@ -22,7 +22,9 @@ Reads the run dirs through ``latentgeo.records`` only; wandb is never needed. De
 
 Writes ``aggregate.csv`` (per variant: keys, counts, selected LRs, mean/std/n of the chosen
 metrics), ``aggregate.json`` (everything) and ``latentgeo.results``'s ``runs.csv`` and
-``history.csv`` beside the sweep (or into ``--out``).
+``history.csv`` (not with ``--no-history``) beside the sweep (or into ``--out``). Runs are read
+through ``latentgeo.results_cache``: unchanged runs come from the cache, and the same command
+over unchanged runs, arguments and outputs prints again what it printed (stdout, then stderr).
 """
 
 from __future__ import annotations

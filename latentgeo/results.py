@@ -2,7 +2,7 @@
 
     from latentgeo.results import load_history, load_runs
     runs = load_runs("outputs/sweeps/<id>")        # one row per run
-    history = load_history("outputs/sweeps/<id>")  # one row per recorded number
+    history = load_history("outputs/sweeps/<id>", metrics=["test/accuracy"])  # its numbers
 
 ``path`` is a run dir, a sweep dir, or a folder above them (``outputs/`` with ``runs/`` and
 ``sweeps/``): every run dir under it is read (``records.find_all_runs``), whatever its state.
@@ -14,7 +14,10 @@
 - ``load_history``: columns ``run``, ``epoch``, ``step``, ``metric``, ``value``, ``source``:
   ``train`` for the events of metrics.jsonl, ``eval:<checkpoint>`` for an evaluated
   checkpoint (no step). Numbers only: lists and strings are left out, and so are nulls (a
-  NaN or inf the run recorded as null).
+  NaN or inf the run recorded as null). ``metrics=[...]`` / ``runs=[...]`` read only those.
+
+Both read through ``latentgeo.results_cache``: a later call parses only the runs whose files
+changed (a 10,000-run sweep in seconds), and returns the same frame as reading every file.
 
 Reads run dirs only through ``latentgeo.records``; wandb is never needed.
 """
