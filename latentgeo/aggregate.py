@@ -417,7 +417,7 @@ def table_frame(result: AggregateResult) -> pd.DataFrame:
     return pd.DataFrame(rows, dtype=object)
 
 
-HISTORY_CHUNK = 100  # runs per piece of history.csv: memory stays bounded at any sweep size
+HISTORY_CHUNK = 20  # runs per piece of history.csv: memory stays bounded at any sweep size
 
 
 def write_history_csv(runs: Sequence[RunDir], root: str | Path, path: Path) -> None:
