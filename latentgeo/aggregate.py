@@ -22,12 +22,16 @@ Reads the run dirs through ``latentgeo.records`` only; wandb is never needed. De
 
 Writes ``aggregate.csv`` (per variant: keys, counts, selected LRs, mean/std/n of the chosen
 metrics), ``aggregate.json`` (everything) and ``latentgeo.results``'s ``runs.csv`` and
-``history.csv`` beside the sweep (or into ``--out``).
+``history.csv`` (not with ``--no-history``) beside the sweep (or into ``--out``). Runs are read
+through ``latentgeo.results_cache``: unchanged runs come from the cache, and the same command
+over unchanged runs, arguments and outputs prints again what it printed (stdout, then stderr).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import math
 import sys
@@ -47,7 +51,8 @@ from latentgeo.records import (
     jsonable,
     write_problem,
 )
-from latentgeo.results import history_frame, runs_frame
+from latentgeo.results import cached_history, history_csv, runs_frame
+from latentgeo.results_cache import Tee, command_key, remember, replay, warm
 from latentgeo.tracking import log_table, sweep_wandb_settings
 
 LR_KEY = "optimizer.lr"
@@ -132,17 +137,29 @@ def seed_of(run: RunDir, seed_key: str = SEED_KEY) -> Any:
     return run.flat_config().get(seed_key)
 
 
-def load_runs(sweep_dir: str | Path) -> list[RunDir]:
-    """Every run of a sweep dir (or the run dir itself), in job order, whatever its state."""
+def load_runs(sweep_dir: str | Path, cached: bool = True) -> list[RunDir]:
+    """Every run of a sweep dir (or the run dir itself), in job order, whatever its state;
+    ``cached``: unchanged runs' records from the cache (``results_cache.warm``)."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"sweep dir {sweep_dir} does not exist")
-    return find_runs(sweep_dir)
+    runs = find_runs(sweep_dir)
+    if cached:
+        warm(runs, sweep_dir)
+    return runs
 
 
 def _canonical(value: Any) -> str:
     """A hashable, order-stable text for config values (lists, None, floats)."""
+    if value is None or isinstance(value, (str, int)) or (
+            isinstance(value, float) and value == value and value != 0):  # -0.0 == 0.0, NaN
+        return _canonical_scalar(value)
     return json.dumps(value, sort_keys=True, default=str)
+
+
+@functools.lru_cache(maxsize=65536, typed=True)  # a sweep's configs repeat most values
+def _canonical_scalar(value: Any) -> str:
+    return json.dumps(value)
 
 
 def _finite(value: Any) -> float | None:
@@ -407,15 +424,35 @@ def table_frame(result: AggregateResult) -> pd.DataFrame:
     return pd.DataFrame(rows, dtype=object)
 
 
-def write_outputs(result: AggregateResult, out_dir: str | Path) -> tuple[Path, Path]:
-    """Write aggregate.csv, aggregate.json, runs.csv and history.csv into ``out_dir``; return
-    the paths of the first two."""
+HISTORY_CHUNK = 20  # runs per piece of history.csv: memory stays bounded at any sweep size
+
+
+def write_history_csv(runs: Sequence[RunDir], root: str | Path, path: Path) -> None:
+    """history.csv (``results.load_history``'s rows), written a few runs at a time from the
+    columnar cache, then renamed into place."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            for start in range(0, max(len(runs), 1), HISTORY_CHUNK):
+                chunk = cached_history(runs[start:start + HISTORY_CHUNK], root)
+                f.write(history_csv(chunk, header=start == 0))
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_outputs(result: AggregateResult, out_dir: str | Path, history: bool = True
+                  ) -> tuple[Path, Path]:
+    """Write aggregate.csv, aggregate.json, runs.csv and (``history``) history.csv into
+    ``out_dir``; return the paths of the first two."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tables = {"aggregate.csv": table_frame(result), "runs.csv": runs_frame(result.runs),
-              "history.csv": history_frame(result.runs)}
+    tables = {"aggregate.csv": table_frame(result), "runs.csv": runs_frame(result.runs)}
     for name, table in tables.items():
         atomic_write_text(out_dir / name, table.to_csv(index=False))
+    if history:
+        write_history_csv(result.runs, result.sweep_dir or out_dir, out_dir / "history.csv")
     atomic_write_text(out_dir / "aggregate.json",
                       json.dumps(to_json(result), indent=2, allow_nan=False) + "\n")
     return out_dir / "aggregate.csv", out_dir / "aggregate.json"
@@ -497,6 +534,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="metrics to print (default: "
                              f"{' '.join(TABLE_COLUMNS)}); aggregate.json holds all of them")
     parser.add_argument("--out", type=Path, help="where to write the files (default: SWEEP_DIR)")
+    parser.add_argument("--no-history", action="store_true",
+                        help="skip history.csv (every number of every run: the slow part of a "
+                             "large sweep; results.load_history reads any part of it)")
     parser.add_argument("--no-wandb", action="store_true",
                         help="never log the table to wandb, even for online runs")
     return parser
@@ -505,7 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        runs = load_runs(args.sweep_dir)
+        runs = load_runs(args.sweep_dir, cached=False)
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -513,19 +553,44 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no run dirs (with config.yaml or status.json) in {args.sweep_dir}",
               file=sys.stderr)
         return 2
+    # nothing changed since the same command wrote its files: say again what it said
+    out_dir = Path(args.out or args.sweep_dir).resolve()
+    key = command_key(runs, {**{k: str(v) for k, v in vars(args).items()}, "out": str(out_dir)})
+    said = replay("aggregate", args.sweep_dir, key)
+    if said is not None:
+        sys.stdout.write(said[0])
+        sys.stderr.write(said[1])
+        return 0
+    warm(runs, args.sweep_dir)
+    stdout, stderr = Tee(sys.stdout), Tee(sys.stderr)
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code, logged = _aggregate_main(args, runs)
+    if code == 0 and not logged:  # a wandb table is logged again each time, as before
+        remember("aggregate", args.sweep_dir, key,
+                 [out_dir / name for name in OUTPUTS if name != "history.csv"
+                  or not args.no_history], stdout.kept.getvalue(), stderr.kept.getvalue())
+    return code
+
+
+OUTPUTS = ("aggregate.csv", "aggregate.json", "runs.csv", "history.csv")
+
+
+def _aggregate_main(args: argparse.Namespace, runs: list[RunDir]) -> tuple[int, bool]:
+    """The command after reading: (exit status, whether a table went to wandb)."""
     try:
         result = aggregate(runs, select=args.select, group_by=args.group_by, lr_key=args.lr_key,
                            seed_key=args.seed_key, sweep_dir=args.sweep_dir)
     except KeyError as error:
         print(f"error: {error.args[0]}", file=sys.stderr)
-        return 2
+        return 2, False
     try:
-        csv_path, json_path = write_outputs(result, args.out or args.sweep_dir)
+        csv_path, json_path = write_outputs(result, args.out or args.sweep_dir,
+                                            history=not args.no_history)
     except OSError as error:
         if error.errno not in DISK_FULL:
             raise
         print(f"error: {write_problem(error, Path(args.out or args.sweep_dir))}", file=sys.stderr)
-        return 1
+        return 1, False
 
     states = pd.Series([run.state for run in runs]).value_counts().sort_index()
     counts = ", ".join(f"{n} {state}" for state, n in states.items())
@@ -536,7 +601,8 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(result, args.columns))
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    print(f"wrote {csv_path}, {json_path}, runs.csv and history.csv")
+    print(f"wrote {csv_path}, {json_path}, runs.csv"
+          + ("" if args.no_history else " and history.csv"))
 
     settings = None if args.no_wandb else sweep_wandb_settings(
         [run.flat_config() for run in runs], args.sweep_dir)
@@ -544,7 +610,8 @@ def main(argv: list[str] | None = None) -> int:
             "aggregate", table_frame(result).fillna("").astype(str), settings,
             {"select": result.select, "variant_keys": result.variant_keys}):
         print(f"logged the table to wandb group {settings['group']}")
-    return 0
+        return 0, True
+    return 0, False
 
 
 if __name__ == "__main__":

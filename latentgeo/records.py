@@ -20,11 +20,14 @@ import struct
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|passwd)", re.IGNORECASE)
+# files parsed by the run-dir readers, by file name: the growth test counts the work per run
+PARSED: Counter[str] = Counter()
 
 
 def now() -> str:
@@ -233,12 +236,16 @@ def exclusive_lock(path: Path, blocking: bool = True, holder: dict[str, Any] | N
 
 def read_json_or_none(path: Path) -> tuple[Any, str | None]:
     """``(value, None)``, or ``(None, why)`` when the file is missing or not JSON."""
+    name = os.path.basename(path)  # os.path: a listing of 10,000 runs feels pathlib's cost
     try:
-        return json.loads(Path(path).read_text()), None
+        with open(path) as f:
+            text = f.read()
+        PARSED[name] += 1
+        return json.loads(text), None
     except FileNotFoundError:
-        return None, f"no {Path(path).name}"
+        return None, f"no {name}"
     except (OSError, ValueError) as error:
-        return None, f"unreadable {Path(path).name}: {error}"
+        return None, f"unreadable {name}: {error}"
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -248,6 +255,7 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     events, skipped = [], []
     if not Path(path).is_file():
         return events
+    PARSED[Path(path).name] += 1
     with open(path, errors="replace") as f:
         for number, line in enumerate(f, start=1):
             try:
@@ -287,6 +295,7 @@ WANDB_IDENTITY = ("wandb_id", "wandb_name", "wandb_group")
 
 ARTIFACTS = {
     "config": "config.yaml",
+    "config_json": "config.json",  # config.yaml parsed, for fast reads (``write_config_twin``)
     "status": "status.json",
     "metrics": "metrics.jsonl",
     "summary": "summary.json",
@@ -310,6 +319,7 @@ ARTIFACTS = {
 }
 HYDRA_CONFIG = Path(".hydra") / "config.yaml"  # Hydra's own copy: there before the run starts
 STATES = ("running", "ok", "failed", "interrupted")
+BEST_KEY = "best/test/accuracy"  # the best so far in status.json, the final one in summary.json
 
 
 def is_run_dir(path: Path) -> bool:
@@ -318,6 +328,37 @@ def is_run_dir(path: Path) -> bool:
     path = Path(path)
     return any((path / name).is_file() for name in (ARTIFACTS["status"], ARTIFACTS["config"],
                                                      HYDRA_CONFIG))
+
+
+def write_config_twin(run_dir: Path, config: dict[str, Any], atomic: bool = True) -> None:
+    """config.json beside config.yaml: the same config as JSON (read 700× faster than the YAML),
+    valid while config.yaml keeps the size and mtime recorded in it; an edited config.yaml is
+    read again. ``atomic=False`` for a generator writing a fresh dir."""
+    yaml_stat = (Path(run_dir) / ARTIFACTS["config"]).stat()
+    text = json.dumps({"config.yaml": {"size": yaml_stat.st_size,
+                                       "mtime_ns": yaml_stat.st_mtime_ns}, "config": config})
+    path = Path(run_dir) / ARTIFACTS["config_json"]
+    if atomic:
+        atomic_write_text(path, text)
+    else:
+        path.write_text(text)
+
+
+def read_config_twin(run_dir: Path) -> dict[str, Any] | None:
+    """config.json's config when it matches config.yaml (else None: read the YAML)."""
+    try:
+        yaml_stat = (Path(run_dir) / ARTIFACTS["config"]).stat()
+        text = (Path(run_dir) / ARTIFACTS["config_json"]).read_bytes()
+        PARSED[ARTIFACTS["config_json"]] += 1
+        twin = json.loads(text)
+        source = twin["config.yaml"]
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    if (source.get("size"), source.get("mtime_ns")) != (yaml_stat.st_size,
+                                                         yaml_stat.st_mtime_ns):
+        return None
+    config = twin.get("config")
+    return config if isinstance(config, dict) else None
 
 
 def checkpoint_name(epoch: int | None) -> str:
@@ -384,11 +425,15 @@ class RunDir:
         return self._read(f"config:{resolve}", lambda: self._load_config(resolve))
 
     def _load_config(self, resolve: bool) -> dict[str, Any]:
+        twin = read_config_twin(self.dir)
+        if twin is not None:
+            return twin
         from omegaconf import DictConfig, OmegaConf
 
         for path in (self.artifact("config"), self.dir / HYDRA_CONFIG):
             if not path.is_file():
                 continue
+            PARSED[path.name] += 1
             try:
                 cfg = OmegaConf.load(path)
             except Exception as error:  # noqa: BLE001 - any YAML problem
@@ -421,6 +466,19 @@ class RunDir:
     def status(self) -> dict[str, Any] | None:
         value, _ = self._read("status", lambda: read_json_or_none(self.artifact("status")))
         return value if isinstance(value, dict) else None
+
+    def status_read(self) -> tuple[Any, str | None]:
+        """status.json as ``read_json_or_none`` gave it (for a cache of the reads)."""
+        return self._read("status", lambda: read_json_or_none(self.artifact("status")))
+
+    def summary_read(self) -> tuple[Any, str | None]:
+        return self._read("summary", lambda: read_json_or_none(self.artifact("summary")))
+
+    def preload(self, reads: dict[str, Any]) -> None:
+        """Reads kept by a cache that checked the files are unchanged (``results_cache``):
+        ``status`` / ``summary`` as ``(value, problem)``, ``config``, ``evaluations``."""
+        for key, value in reads.items():
+            self._cache["config:True" if key == "config" else key] = value
 
     @property
     def state(self) -> str:
@@ -467,6 +525,9 @@ class RunDir:
 
     def evaluations(self) -> dict[str, dict[str, Any]]:
         """``eval/<checkpoint>.json`` of every evaluated checkpoint, by checkpoint name."""
+        return self._read("evaluations", self._read_evaluations)
+
+    def _read_evaluations(self) -> dict[str, dict[str, Any]]:
         found = {}
         for path in sorted(self.artifact("eval").glob("*.json")):
             value, _ = read_json_or_none(path)
@@ -477,6 +538,7 @@ class RunDir:
     def write_evaluation(self, checkpoint: str, values: dict[str, Any]) -> Path:
         path = self.artifact("eval") / f"{checkpoint}.json"
         atomic_write_json(path, values)
+        self._cache.pop("evaluations", None)
         return path
 
     def read_artifact(self, name: str) -> Any:
@@ -569,7 +631,12 @@ class RunDir:
               overrides: list[str] | None = None) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.checkpoints.mkdir(exist_ok=True)
+        self.artifact("config_json").unlink(missing_ok=True)  # never a twin of an older yaml
         atomic_write_text(self.artifact("config"), config_yaml)
+        self._cache = {key: value for key, value in self._cache.items()
+                       if not key.startswith(("config", "flat_config"))}
+        config = self.config()
+        write_config_twin(self.dir, config)
         previous = self.status() or {}
         started = previous.get("started") if resumed_epoch else None
         self._status = {
@@ -581,7 +648,15 @@ class RunDir:
             "git_sha": git_sha(),
             "versions": versions(),
             "overrides": list(overrides or previous.get("overrides") or []),
+            # what a listing shows (``python -m latentgeo.runs``), without parsing the config
+            # or the events
+            "epochs": flatten(config).get("trainer.epochs"),
         }
+        kept = [e.get("test/accuracy") for e in (self.events() if resumed_epoch else [])
+                if e.get("epoch", 0) <= resumed_epoch]  # the events the resume keeps
+        kept = [a for a in kept if isinstance(a, (int, float)) and not isinstance(a, bool)]
+        if kept:
+            self._status[BEST_KEY] = max(kept)
         for key in WANDB_IDENTITY:  # the same wandb run across resumes and requeues
             if previous.get(key):
                 self._status[key] = previous[key]
@@ -604,7 +679,12 @@ class RunDir:
             f.flush()
             os.fsync(f.fileno())
         self._cache.pop("events", None)
-        return json.loads(line)
+        recorded = json.loads(line)
+        accuracy = recorded.get("test/accuracy")
+        if (self._status and isinstance(accuracy, (int, float)) and not isinstance(accuracy, bool)
+                and (self._status.get(BEST_KEY) is None or accuracy > self._status[BEST_KEY])):
+            self._status[BEST_KEY] = accuracy  # in status.json with the epoch (``set_epoch``)
+        return recorded
 
     def truncate_events(self, after_epoch: int) -> None:
         """Drop events after ``after_epoch`` (written before a crash, redone on resume)."""
@@ -621,7 +701,8 @@ class RunDir:
 
     def finish_ok(self, summary: dict[str, Any]) -> None:
         atomic_write_json(self.artifact("summary"), summary)
-        self._status.update(state="ok", reason=None, ended=now())
+        # an ok run's reason: never learned (listed by ``runs`` from status.json alone)
+        self._status.update(state="ok", reason=never_learned(summary), ended=now())
         self._write_status()
 
     def add_to_summary(self, values: dict[str, Any]) -> None:

@@ -48,7 +48,8 @@ import math
 import re
 import sys
 import zipfile
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,7 @@ from latentgeo import figures
 from latentgeo.families.latent import BINARY_CODE_HEADS
 from latentgeo.metrics.mahalanobis import misclassification_distances
 from latentgeo.records import DISK_FULL, RunDir, alpha_trajectories, is_run_dir, write_problem
+from latentgeo.results_cache import history_table
 
 SPLITS = ("train", "val", "test")
 MAX_CODE_NODES = 16  # penultimate layers up to this width get per-node histograms, else a PCA
@@ -181,21 +183,78 @@ def curves(events: Sequence[dict[str, Any]]) -> dict[str, Curve]:
             if any(math.isfinite(value) for value, _ in curve.values())}
 
 
+class RunCurves(Mapping):
+    """One run's ``curves`` as arrays (a few MB for thousands of runs where dicts of tuples
+    take GB); a metric's ``Curve`` dict is built when asked for."""
+
+    def __init__(self, arrays: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        self.arrays = arrays  # metric -> (epochs, values), one value per epoch, sorted
+
+    def __getitem__(self, name: str) -> Curve:
+        epochs, values = self.arrays[name]
+        return {e: (v, None) for e, v in zip(epochs.tolist(), values.tolist())}
+
+    def __iter__(self):
+        return iter(self.arrays)
+
+    def __len__(self) -> int:
+        return len(self.arrays)
+
+
+def table_curves(table) -> RunCurves:
+    """``curves`` of a run's history table (``results_cache.history_table``), where a null is
+    a value not recorded: the line joins the epochs around it instead of leaving a gap."""
+    if "epoch" not in table.column_names or not table.num_rows:
+        return RunCurves({})
+    epochs = table["epoch"].to_numpy(zero_copy_only=False).astype(float)
+    arrays = {}
+    for name in table.column_names[2:]:
+        values = table[name].to_numpy(zero_copy_only=False)
+        keep = ~np.isnan(values) & ~np.isnan(epochs)
+        if not np.isfinite(values[keep]).any():
+            continue
+        kept_epochs, kept_values = epochs[keep].astype(np.int64), values[keep]
+        # the last event of an epoch wins: unique over the reversed order keeps the last one
+        unique, last = np.unique(kept_epochs[::-1], return_index=True)
+        arrays[name] = (unique, kept_values[::-1][last])
+    return RunCurves(arrays)
+
+
+def _epoch_matrix(per_run: Sequence[dict[str, Curve]], name: str
+                  ) -> tuple[list[int], np.ndarray]:
+    """A metric's values as runs × epochs (NaN where a run has none), over the union of
+    epochs."""
+    if all(isinstance(run, RunCurves) for run in per_run):
+        pieces = [run.arrays.get(name) for run in per_run]
+        epochs = np.unique(np.concatenate([p[0] for p in pieces if p is not None]))
+        values = np.full((len(per_run), len(epochs)), np.nan)
+        for row, piece in enumerate(pieces):
+            if piece is not None:
+                values[row, np.searchsorted(epochs, piece[0])] = piece[1]
+        return epochs.tolist(), values
+    epochs = sorted({e for run in per_run for e in run.get(name, {})})
+    column = {epoch: index for index, epoch in enumerate(epochs)}
+    values = np.full((len(per_run), len(epochs)), np.nan)
+    for row, run in enumerate(per_run):
+        curve = run.get(name, {})
+        values[row, [column[e] for e in curve]] = [point[0] for point in curve.values()]
+    return epochs, values
+
+
 def mean_curves(per_run: Sequence[dict[str, Curve]]) -> dict[str, Curve]:
     """Mean and population std across runs, per metric and epoch, over the finite values."""
     names = list(dict.fromkeys(name for run in per_run for name in run))
     result: dict[str, Curve] = {}
     for name in names:
-        epochs = sorted({e for run in per_run for e in run.get(name, {})})
-        curve: Curve = {}
-        for epoch in epochs:
-            values = [run[name][epoch][0] for run in per_run if epoch in run.get(name, {})]
-            stats = agg.mean_std(values)
-            if stats["n"]:
-                curve[epoch] = (stats["mean"], stats["std"] if len(per_run) > 1 else None)
-            else:
-                curve[epoch] = (math.nan, None)
-        result[name] = curve
+        epochs, values = _epoch_matrix(per_run, name)
+        values[~np.isfinite(values)] = np.nan
+        count = np.sum(~np.isnan(values), axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.nansum(values, axis=0) / count
+            std = np.sqrt(np.nansum((values - mean) ** 2, axis=0) / count)
+        many = len(per_run) > 1
+        result[name] = {epoch: (float(mean[i]), float(std[i]) if many else None) if count[i]
+                        else (math.nan, None) for i, epoch in enumerate(epochs)}
     return result
 
 
@@ -269,7 +328,9 @@ def _slug(text: str, taken: set[str]) -> str:
 def _finish(variants: list[Variant]) -> list[Variant]:
     for variant, colour in zip(variants, figures.colors(len(variants)), strict=False):
         variant.colour = colour
-        variant.curves = [curves(run.events()) for run in variant.runs]
+        # each run's events through the columnar cache of its folder (read once, then mapped)
+        variant.curves = [table_curves(history_table(run, run.dir.parent))
+                          for run in variant.runs]
     return variants
 
 
@@ -809,19 +870,43 @@ def _aggregate_html(result: agg.AggregateResult) -> str:
                                       "test/collapse/within_class_variation",
                                       "test/mahalanobis/auroc_exact", "test/perturbation/score"])
             if n in names]
-    header = ["variant", "repeats", "excluded runs", "best lr (seed:lr)", *main]
+    header = ["variant", "repeats", "excluded runs", "best lr (seeds that chose it)", *main]
     rows = [[v.label, f"{len(v.selected)} of {len(v.seeds)}",
-             f"{len(v.excluded_runs)} of {len(v.runs)}",
-             " ".join(f"{s.seed}:{agg.format_number(s.lr)}" for s in v.selected) or "-",
+             f"{len(v.excluded_runs)} of {len(v.runs)}", lr_choices(v.selected),
              *[agg.format_stats(v.metrics.get(n)) for n in main]] for v in result.variants]
+    per_seed = [[v.label, " ".join(f"{s.seed}:{agg.format_number(s.lr)}" for s in v.selected)
+                 or "-"] for v in result.variants]
     full_rows = [[name, *[agg.format_stats(v.metrics.get(name)) for v in result.variants]]
                  for name in names]
     warnings = "".join(f'<p class="warn">warning: {_esc(w)}</p>' for w in result.warnings)
     return (f"<p>Best LR per seed by <code>{_esc(result.select)}</code>; mean ± population "
             f"std over seeds (n = seeds with a finite value). Variant keys: "
             f"<code>{_esc(', '.join(result.variant_keys) or 'none')}</code>.</p>{warnings}"
-            f"{_table(header, rows)}<details><summary>every summary metric</summary>"
+            f"{_table(header, rows)}<details><summary>the best lr of each seed</summary>"
+            f"{_table(['variant', 'seed:lr'], per_seed)}</details>"
+            f"<details><summary>every summary metric</summary>"
             f"{_table(['metric', *[v.label for v in result.variants]], full_rows)}</details>")
+
+
+LR_CHOICES_SHOWN = 3  # the commonest selected LRs a cell names; the rest are counted
+
+
+def lr_choices(selected: Sequence[agg.Selection]) -> str:
+    """``0.001 (38/50 seeds), 0.003 (12/50 seeds)``: the selected LRs, commonest first (ties:
+    the smaller LR), whatever the number of seeds."""
+    if not selected:
+        return "-"
+    counts = Counter(agg._canonical(s.lr) for s in selected)
+    lrs = {agg._canonical(s.lr): s.lr for s in selected}
+    order = sorted(counts, key=lambda text: (-counts[text], agg.value_order(lrs[text])))
+    shown = [f"{agg.format_number(lrs[text])} ({counts[text]}/{len(selected)} seeds)"
+             for text in order[:LR_CHOICES_SHOWN]]
+    if len(order) > LR_CHOICES_SHOWN:
+        shown.append(f"{len(order) - LR_CHOICES_SHOWN} other LRs")
+    return ", ".join(shown)
+
+
+RUNS_SHOWN = 20  # a longer run table folds into a <details> under a line of state counts
 
 
 def _runs_html(runs: Sequence[RunDir], select: str,
@@ -836,8 +921,15 @@ def _runs_html(runs: Sequence[RunDir], select: str,
                      agg.seed_of(run), agg.lr_of(run), agg.format_number(value), reason])
         classes.append("selected" if run.name in selected else
                        "" if run.state == "ok" else "busy" if run.state == "running" else "bad")
-    return _table(["run (* selected)", "state", "variant", "seed", "lr", select, "reason"],
-                  rows, classes)
+    table = _table(["run (* selected)", "state", "variant", "seed", "lr", select, "reason"],
+                   rows, classes)
+    if len(runs) <= RUNS_SHOWN:
+        return table
+    counts = Counter(run.state for run in runs)
+    states = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    return (f"<p>{len(runs)} runs: {_esc(states)}; {len(selected)} selected.</p>"
+            f"<details><summary>every run, its state and why it was not selected</summary>"
+            f"{table}</details>")
 
 
 SECTIONS = (  # (heading, anchor, figure ids) of the compared figures, in page order

@@ -15,8 +15,9 @@ import math
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
-from latentgeo.records import RunDir, find_all_runs
+from latentgeo.records import BEST_KEY, RunDir, find_all_runs
 
 REASON_WIDTH = 70
 
@@ -42,22 +43,34 @@ def is_finite(value: object) -> bool:
             and math.isfinite(value))
 
 
+def listed_best_and_epochs(run: RunDir, status: dict) -> tuple[float | None, Any]:
+    """Best test accuracy and planned epochs: from status.json (where training records them),
+    else, for a run dir recorded before it did, from summary.json, its events and its config."""
+    best = status.get(BEST_KEY)
+    if not is_finite(best) and "epochs" not in status:
+        best = (run.summary() or {}).get(BEST_KEY)
+        if not is_finite(best):  # a run still going (or a damaged summary): its events' best
+            accuracies = [e["test/accuracy"] for e in run.events()
+                          if is_finite(e.get("test/accuracy"))]
+            best = max(accuracies) if accuracies else None
+    epochs = status.get("epochs")
+    return (best if is_finite(best) else None,
+            run.flat_config().get("trainer.epochs", "?") if epochs is None else epochs)
+
+
 def row(run: RunDir, root: Path) -> list[str]:
     status = run.status() or {}
-    config = run.flat_config()
-    summary = run.summary() or {}
-    best = summary.get("best/test/accuracy")
-    if not is_finite(best):  # a run still going (or a damaged summary): the best of its events
-        accuracies = [e["test/accuracy"] for e in run.events() if is_finite(e.get("test/accuracy"))]
-        best = max(accuracies) if accuracies else None
+    best, epochs = listed_best_and_epochs(run, status)
     state = run.shown_state
-    reason = run.reason or ""  # an ok run's too: an unreadable config or summary, never learned
+    if state == "ok" and "epochs" in status:  # training recorded why in status.json (never
+        reason = status.get("reason") or ""  # learned); listing parses nothing else
+    else:  # an older record's ok run too: an unreadable config or summary, never learned
+        reason = run.reason or ""
     if state == "dead":
         reason = "no live process holds the run (killed?); rerun the same command to resume"
     reason = reason.splitlines()[0] if reason else ""
     if len(reason) > REASON_WIDTH:
         reason = reason[:REASON_WIDTH - 3] + "..."
-    epochs = config.get("trainer.epochs", "?")
     return [str(run.dir.relative_to(root)) if run.dir != root else run.dir.name, state,
             f"{status.get('epoch', 0) if status else '-'}/{epochs}",
             "-" if best is None else f"{best:.4f}",
