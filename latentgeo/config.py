@@ -15,14 +15,19 @@ import copy
 import dataclasses
 import functools
 import hashlib
+import importlib.resources
 import math
 import os
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir, initialize_config_module
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
@@ -51,12 +56,9 @@ class ActivationConfig:
     oscillation_window: int = 10  # ... within the last `window` epochs
 
 
-HEAD_PENALTIES = ("mse", "exp", "l1")  # head.penalty; loop.PENALTIES implements each
-
-
 @dataclass
 class HeadConfig:
-    name: str = MISSING  # bin_enc | lin_pen | nonlin_pen | no_pen
+    name: str = MISSING  # one of models.HEADS: bin_enc | lin_pen | nonlin_pen | no_pen
     penultimate_nodes: int = 6
     dropout_penultimate: bool = False
     # γ-schedule of the bin_enc compression loss (BE §1.3): γ ← γ·factor every `gamma_step`
@@ -65,8 +67,7 @@ class HeadConfig:
     gamma_factor: float = 1.05
     gamma_step: int = 1
     gamma_max: float = 1e6
-    # the compression penalty γ multiplies (BE-dev's loss_pen_funct): mse = mean(x_pen²) (BE),
-    # exp = exp(mean(x_pen²)), l1 = mean(|x_pen|)
+    # the compression penalty γ multiplies: one of loop.PENALTIES (mse, exp, l1)
     penalty: str = "mse"
 
 
@@ -194,87 +195,28 @@ def parse_schedule(text: str, key: str = "when") -> Schedule:
     return Schedule(init, every, every_epochs, last)
 
 
-def when(default: str) -> Any:
-    return field(default_factory=lambda: WhenConfig(default))
-
-
-@dataclass
-class WhenConfig:
-    """A metric family with no settings but its schedule."""
-
-    when: str = "every"
-
-
-@dataclass
-class PerturbationConfig:
-    when: str = "last"  # DeepFool needs gradients: BE computes it at the last epoch only
-    samples: int = 1000  # fixed random sample of the test split (seeded by trainer.seed)
-    overshoot: float = 0.02
-    max_iter: int = 50
-    num_candidates: int = 10
-
-
-@dataclass
-class OODConfig:
-    dataset: str | None = None  # a dataset option, e.g. svhn for cifar10; null = off
-    when: str = "last"
-
-
-@dataclass
-class HyperplanesConfig:
-    """Projection statistics of the filters (HP) and the distance from initialisation."""
-
-    when: str = "init+every:1"  # data-free, so every epoch and at epoch 0
-    normalize: bool = True
-    with_linear: bool = False
-    skip_pointwise: bool = True
-
-
-@dataclass
-class DIBConfig:
-    """Decodable information bottleneck per block (TH §2.6): decoders trained on frozen
-    encoders; costly (≈ 9 main epochs per decoder epoch on a tiny run), so scheduled rarely."""
-
-    when: str = "off"  # e.g. every:10 (and the last epoch)
-    blocks: list[str] | None = None  # null = all: stem + the backbone's blocks
-    epochs: int = 20  # V-sufficiency decoders (TH --epochs)
-    minimality_epochs: int | None = 50  # V-minimality decoders (TH --dib-epochs); null = epochs
-    splits: list[str] = field(default_factory=lambda: ["train", "test"])
-    batch_size: int | None = None  # null = trainer.batch_size
-
-
-@dataclass
-class ReinitConfig:
-    """Layer re-initialisation robustness (Zhang, Bengio & Singer 2019, as HP)."""
-
-    when: str = "off"  # last: at the end of the run
-    layers: str = "conv"  # conv | conv+linear
-    rand: bool = True  # also re-initialise from a fresh independent random draw
-    rand_seed: int | None = None  # null = trainer.seed + 1000003
-
-
 @dataclass
 class MetricsConfig:
-    """``every`` is the evaluation interval; each family node's ``when`` says when it runs
-    (vocabulary above). Families: ``latentgeo.families`` (one registry entry each)."""
+    """The keys of ``metrics`` that are no family's: the evaluation interval and the samples
+    the families share. Every other key of ``metrics`` is one family's node,
+    ``{when: <schedule>, <option>: value, ...}``: its default is its line in
+    ``conf/metrics/default.yaml`` and its keys' types are the family's ``options`` dataclass
+    (``latentgeo.families``), checked by ``families.check_metrics``. A family without a node
+    is off."""
 
     every: int = 50  # evaluate every N epochs (and always at the last epoch)
-    collapse: WhenConfig = when("every")  # BE's collapse metrics on x_pen (preds, true labels)
-    binarity: WhenConfig = when("every")  # BE: bin_enc and lin_pen heads only
-    same_encoding: WhenConfig = when("every")
-    mahalanobis: WhenConfig = when("last")  # BE computes it at the last epoch only
-    perturbation: PerturbationConfig = field(default_factory=PerturbationConfig)
-    ood: OODConfig = field(default_factory=OODConfig)
-    nc1: WhenConfig = when("off")  # per-block streaming NC1 (TH); two extra passes per split
-    hyperplanes: HyperplanesConfig = field(default_factory=HyperplanesConfig)
-    alpha: WhenConfig = when("every:1")  # ReLU_α statistics (models with ReLU_α sites)
-    dib: DIBConfig = field(default_factory=DIBConfig)
-    reinit: ReinitConfig = field(default_factory=ReinitConfig)
-    penultimate: WhenConfig = when("off")  # penultimate.npz: x_pen, labels, preds per split
     seed: int = 0  # GMM seeds of the binarity metrics
     # train-side metrics on a fixed stratified sample of this many train images per class
     # (seeded by metrics.seed) instead of the whole split: cheaper evaluations, a small error
     train_subset: int | None = None
+
+
+METRICS_SETTINGS = tuple(f.name for f in dataclasses.fields(MetricsConfig))
+
+
+def family_nodes(metrics: DictConfig | dict[str, Any]) -> dict[str, Any]:
+    """``metrics``' family nodes by name (every key but ``METRICS_SETTINGS``)."""
+    return {name: node for name, node in metrics.items() if name not in METRICS_SETTINGS}
 
 
 @dataclass
@@ -320,7 +262,9 @@ class TrainConfig:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    # MetricsConfig's keys + one node per family; composed from conf/metrics/, read as a
+    # read-only DictConfig (``cfg.metrics.every``, ``cfg.metrics.perturbation.samples``)
+    metrics: dict[str, Any] = field(default_factory=dict)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     activation: ActivationConfig = field(default_factory=ActivationConfig)
@@ -364,8 +308,6 @@ def check_values(cfg: TrainConfig) -> None:
     check(h.gamma_start >= 0, "head.gamma_start", h.gamma_start, ">= 0")
     check(h.gamma_factor > 0, "head.gamma_factor", h.gamma_factor, "> 0")
     check(h.gamma_step >= 1, "head.gamma_step", h.gamma_step, ">= 1")
-    check(h.penalty in HEAD_PENALTIES, "head.penalty", h.penalty,
-          f"one of {list(HEAD_PENALTIES)}")
     check(d.num_workers >= 0, "dataset.num_workers", d.num_workers, ">= 0")
     for key in ("image_size", "channels", "train_size", "test_size"):
         check(getattr(d, key) >= 1, f"dataset.{key}", getattr(d, key), ">= 1")
@@ -393,21 +335,12 @@ def check_values(cfg: TrainConfig) -> None:
     check(s.factor > 0, "schedule.factor", s.factor, "> 0")
     metrics = cfg.metrics
     check(metrics.every >= 1, "metrics.every", metrics.every, ">= 1")
-    for node in dataclasses.fields(metrics):
-        value = getattr(metrics, node.name)
-        if hasattr(value, "when"):
-            parse_schedule(value.when, f"metrics.{node.name}.when")
+    for name, node in family_nodes(metrics).items():  # their options: families.check_metrics
+        check(isinstance(node, DictConfig) and "when" in node, f"metrics.{name}", node,
+              "a node {when: <schedule>, ...}")
+        parse_schedule(node.when, f"metrics.{name}.when")
     check(metrics.train_subset is None or metrics.train_subset >= 1, "metrics.train_subset",
           metrics.train_subset, "null (the whole train split) or samples per class >= 1")
-    check(metrics.perturbation.samples >= 1, "metrics.perturbation.samples",
-          metrics.perturbation.samples, ">= 1")
-    dib = metrics.dib
-    check(dib.epochs >= 1, "metrics.dib.epochs", dib.epochs, ">= 1")
-    check(dib.minimality_epochs is None or dib.minimality_epochs >= 1,
-          "metrics.dib.minimality_epochs", dib.minimality_epochs, "null or >= 1")
-    check(metrics.reinit.rand_seed != t.seed, "metrics.reinit.rand_seed",
-          metrics.reinit.rand_seed,
-          f"a seed other than trainer.seed={t.seed} (which reproduces init.pt)")
     check(cfg.logger.name in ("wandb", "local"), "logger.name", cfg.logger.name,
           "one of ['wandb', 'local']")
     check(cfg.logger.mode in ("offline", "online", "disabled"), "logger.mode", cfg.logger.mode,
@@ -473,16 +406,30 @@ def comparable(config: dict[str, Any]) -> dict[str, Any]:
 LEGACY_WHEN_FLAGS = {"collapse": "every", "binarity": "every", "same_encoding": "every"}
 
 
+@functools.cache
+def default_metrics() -> dict[str, Any]:
+    """``conf/metrics/default.yaml``: every family's default node (read once, torch-free)."""
+    text = importlib.resources.files("latentgeo.conf").joinpath("metrics/default.yaml")
+    return OmegaConf.to_container(OmegaConf.create(text.read_text()))  # type: ignore[return-value]
+
+
 def upgrade(config: dict[str, Any]) -> dict[str, Any]:
-    """A config.yaml written before the ``when`` vocabulary, in today's keys (numbers and
-    meaning unchanged): ``metrics.collapse: true`` -> ``{when: every}``,
+    """A config.yaml written by an older version, in today's keys (numbers and meaning
+    unchanged): ``metrics.collapse: true`` -> ``{when: every}``,
     ``hyperplanes.enabled`` -> ``when: init+every:1 | off``, ``dib.every: N`` ->
     ``when: every:N | off``, ``reinit.at_end`` -> ``when: last | off``,
-    ``store_penultimate`` -> ``penultimate.when: last | off``."""
+    ``store_penultimate`` -> ``penultimate.when: last | off``; a family node it lacks (and a
+    key of a node: its options were schema defaults then) -> its line in
+    ``conf/metrics/default.yaml``, what the schema's defaults were."""
     config = copy.deepcopy(config)
     metrics = config.get("metrics")
     if not isinstance(metrics, dict):
         return config
+    for name, node in family_nodes(default_metrics()).items():
+        if isinstance(metrics.get(name), dict):
+            metrics[name] = {**node, **metrics[name]}
+        elif name not in metrics:
+            metrics[name] = copy.deepcopy(node)
     for name, on in LEGACY_WHEN_FLAGS.items():
         if isinstance(metrics.get(name), bool):
             metrics[name] = {"when": on if metrics[name] else "off"}
@@ -507,8 +454,16 @@ def upgrade(config: dict[str, Any]) -> dict[str, Any]:
 def to_container(cfg: DictConfig | TrainConfig) -> dict[str, Any]:
     """The resolved config as plain dicts and lists (what config.yaml holds)."""
     if isinstance(cfg, TrainConfig):
-        return dataclasses.asdict(cfg)
+        return {f.name: _plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, DictConfig):
+        return OmegaConf.to_container(value, resolve=True)
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    return copy.deepcopy(value)
 
 
 def to_typed(cfg: DictConfig | dict[str, Any] | TrainConfig) -> TrainConfig:
@@ -518,7 +473,20 @@ def to_typed(cfg: DictConfig | dict[str, Any] | TrainConfig) -> TrainConfig:
     if isinstance(cfg, DictConfig):
         cfg = OmegaConf.to_container(cfg, resolve=True)
     merged = OmegaConf.merge(schema(), upgrade(cfg))  # merge copies: the schema stays clean
-    return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    typed: TrainConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    typed.metrics = typed_metrics(typed.metrics)
+    return typed
+
+
+def typed_metrics(metrics: dict[str, Any]) -> DictConfig:
+    """``metrics`` with MetricsConfig's keys typed (a wrong type fails as at composition),
+    the family nodes as composed; read-only, and a key that is not there raises."""
+    settings = {k: v for k, v in metrics.items() if k in METRICS_SETTINGS}
+    typed = OmegaConf.merge(OmegaConf.structured(MetricsConfig), settings)
+    node = OmegaConf.create({**OmegaConf.to_container(typed), **family_nodes(metrics)})
+    OmegaConf.set_struct(node, True)
+    OmegaConf.set_readonly(node, True)
+    return node
 
 
 @functools.cache
@@ -554,6 +522,18 @@ def sweep_id() -> str:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         os.environ["LATENTGEO_SWEEP_ID"] = f"{stamp}-{uuid.uuid4().hex[:6]}"
     return os.environ["LATENTGEO_SWEEP_ID"]
+
+
+def compose(overrides: Sequence[str] = (), config_dir: str | Path | None = None) -> DictConfig:
+    """``conf/train.yaml`` composed with ``overrides`` (as the command line takes them) without
+    running anything; ``config_dir``: a conf/ tree to compose from instead of the package's
+    (a copy with a new option, say). Hydra's own errors name a bad key or option."""
+    if config_dir is None:
+        context = initialize_config_module("latentgeo.conf", version_base=None)
+    else:
+        context = initialize_config_dir(str(Path(config_dir).resolve()), version_base=None)
+    with context:
+        return hydra_compose("train", overrides=list(overrides))
 
 
 def register_configs() -> None:

@@ -17,13 +17,13 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from latentgeo.config import (
-    ConfigError,
     HeadConfig,
     OptimizerConfig,
     ScheduleConfig,
     TrainerConfig,
 )
 from latentgeo.data.loaders import Loader, Loaders
+from latentgeo.models.base import HEADS
 from latentgeo.models.relu_alpha import (
     OscillationTracker,
     alpha_l1,
@@ -54,8 +54,8 @@ def gamma_at(epoch: int, start: float, factor: float, step: int, maximum: float)
 
 
 def head_gamma(head: HeadConfig, epoch: int) -> float | None:
-    """The γ of ``epoch`` for bin_enc; None for heads without the compression loss."""
-    if head.name != "bin_enc":
+    """The γ of ``epoch`` for a compressed head (bin_enc); None for the others."""
+    if not HEADS[head.name].compressed:
         return None
     return gamma_at(epoch, head.gamma_start, head.gamma_factor, head.gamma_step, head.gamma_max)
 
@@ -129,7 +129,7 @@ def build_optimizer(optimizer: OptimizerConfig, model: nn.Module) -> torch.optim
 
 
 # head.penalty -> the compression penalty on x_pen that γ multiplies (BE §1.3; BE-dev's
-# loss_pen_funct); the allowed names are config.HEAD_PENALTIES (check_values reads those)
+# loss_pen_funct); the one list of the allowed names (``validate`` reads it)
 PENALTIES: dict[str, Callable[[Tensor], Tensor]] = {
     "mse": lambda x_pen: x_pen.pow(2).mean(),  # BE: mse_loss(x_pen, 0)
     "exp": lambda x_pen: torch.exp(x_pen.pow(2).mean()),  # BE-dev: exp(mean x²)
@@ -143,9 +143,6 @@ def loss_terms(logits: Tensor, x_pen: Tensor, y: Tensor, gamma: float | None,
     ``head_penalty`` names the penalty (``PENALTIES``: mse, exp, l1)."""
     loss = nn.functional.cross_entropy(logits, y)
     if gamma is not None:
-        if head_penalty not in PENALTIES:
-            raise ConfigError(f"head.penalty={head_penalty!r} is not allowed: "
-                              f"one of {list(PENALTIES)}")
         loss = loss + gamma * PENALTIES[head_penalty](x_pen)
     return loss
 
@@ -193,9 +190,6 @@ def classifier_loss(gamma: float | None, penalty: Callable[[], Tensor] | None = 
                     head_penalty: str = "mse") -> LossFn:
     """The main run's loss: CE (+ γ·``head_penalty``(x_pen) for bin_enc, ``loss_terms``)
     (+ an extra penalty term, e.g. ReLU_α's L1)."""
-    if head_penalty not in PENALTIES:  # fail when the loss is built, not at the first step
-        raise ConfigError(f"head.penalty={head_penalty!r} is not allowed: "
-                          f"one of {list(PENALTIES)}")
 
     def loss_fn(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         logits, x_pen = model(x)

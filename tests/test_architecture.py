@@ -19,11 +19,11 @@ LAYERS = [
     ("run building", ["latentgeo.build"]),
     ("analyses", ["latentgeo.analysis"]),
     ("metric families", ["latentgeo.families"]),
-    ("engine", ["latentgeo.engine"]),
+    ("engine", ["latentgeo.engine", "latentgeo.checks"]),
     ("entry points", ["latentgeo.train", "latentgeo.training", "latentgeo.evaluate",
                       "latentgeo.aggregate", "latentgeo.results",
                       "latentgeo.report", "latentgeo.runs", "latentgeo.sync",
-                      "latentgeo.sweep_callback", "latentgeo.demo", "latentgeo.__main__",
+                      "latentgeo.sweep_callback", "latentgeo.demo",
                       "hydra_plugins.latentgeo_workstation"]),
 ]
 PACKAGE_ROOTS = ("latentgeo", "hydra_plugins/latentgeo_workstation")

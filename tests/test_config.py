@@ -9,7 +9,8 @@ import torch
 from omegaconf import OmegaConf
 
 from latentgeo import families
-from latentgeo.build import resolve_device, validate
+from latentgeo.build import check_data, resolve_device
+from latentgeo.checks import validate
 from latentgeo.config import ConfigError, to_typed
 from latentgeo.data import DATASETS, load_dataset
 from latentgeo.loop import build_optimizer, lr_factor
@@ -195,9 +196,10 @@ def test_every_variant_is_the_head_its_name_says(option):
 
 def test_validation_names_key_value_and_allowed():
     cfg = compose_cfg(["head=bin_enc", "head.penultimate_nodes=3"])
+    validate(cfg)
     with pytest.raises(ConfigError, match=r"head.penultimate_nodes=3 .*number of classes \(10\)"):
-        validate(cfg, num_classes=10)
-    validate(cfg, num_classes=8)  # 2^3 >= 8 is fine
+        check_data(to_typed(cfg), 10)
+    check_data(to_typed(cfg), 8)  # 2^3 >= 8 is fine
     cfg = compose_cfg(["metrics.perturbation.when=sometimes"])
     with pytest.raises(ConfigError, match=r"metrics.perturbation.when='sometimes'.*every:N, last"):
         validate(cfg)

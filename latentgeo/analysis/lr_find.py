@@ -48,8 +48,15 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from latentgeo.build import load_data, make_loaders, resolve_device, validate
-from latentgeo.config import ConfigError, LRFindConfig, TrainConfig, to_typed, with_changes
+from latentgeo.build import check_data, check_names, load_data, make_loaders, resolve_device
+from latentgeo.config import (
+    ConfigError,
+    LRFindConfig,
+    TrainConfig,
+    check_values,
+    to_typed,
+    with_changes,
+)
 from latentgeo.data import DataBundle, DatasetUnavailable, Loader
 from latentgeo.loop import (
     LossFn,
@@ -240,9 +247,10 @@ def run_range_test(cfg: DictConfig) -> None:
     run = RunDir(HydraConfig.get().runtime.output_dir)
     try:
         typed = to_typed(cfg)
-        validate(typed)
+        check_values(typed)  # no metric family runs here: the values and the names suffice
+        check_names(typed)
         data, _ = load_data(typed)
-        validate(typed, num_classes=data.num_classes)
+        check_data(typed, data.num_classes)
     except (ConfigError, DatasetUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

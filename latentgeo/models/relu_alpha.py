@@ -157,13 +157,6 @@ def relu_alpha_modules(model: nn.Module) -> list[tuple[str, ReLUAlpha]]:
     return [(name, m) for name, m in model.named_modules() if isinstance(m, ReLUAlpha)]
 
 
-def unit_names(name: str, module: ReLUAlpha) -> list[str]:
-    """Names of the individual α's of a site: ``name`` (layer) or ``name[c]`` (channel c)."""
-    if module.granularity == "channel":
-        return [f"{name}[{c}]" for c in range(module.num_channels)]
-    return [name]
-
-
 def alpha_l1(model: nn.Module, skip: set[str] | None = None) -> Tensor:
     """Σ|α| over every ReLUAlpha site and channel, except the units named in ``skip``.
 
