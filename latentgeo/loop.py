@@ -203,10 +203,13 @@ def classifier_loss(gamma: float | None, penalty: Callable[[], Tensor] | None = 
 
 def train_epoch(model: nn.Module, loader: Loader, optimizer: torch.optim.Optimizer,
                 epoch: int, loss_fn: LossFn, bar: tqdm | None = None,
-                after_step: Callable[[], None] | None = None,
-                autocast_dtype: torch.dtype | None = None) -> dict[str, float]:
-    """One pass over the shuffled train split. Loss and hits accumulate on the device; the
-    host reads them only every ``REFRESH`` steps (for the progress bar) and at the end."""
+                after_step: Callable[[], bool | None] | None = None,
+                autocast_dtype: torch.dtype | None = None,
+                max_steps: int | None = None) -> dict[str, float]:
+    """One pass over the shuffled train split, or its first ``max_steps`` steps; an
+    ``after_step`` that returns True ends it after that step (the LR range test's early stop).
+    Loss and hits accumulate on the device; the host reads them only every ``REFRESH`` steps
+    (for the progress bar) and at the end."""
     model.train()
     device_type = loader.device.type
     loss_sum = torch.zeros((), device=loader.device)
@@ -219,8 +222,7 @@ def train_epoch(model: nn.Module, loader: Loader, optimizer: torch.optim.Optimiz
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if after_step is not None:
-            after_step()
+        stop = after_step() if after_step is not None else False
         loss_sum += loss.detach() * len(y)
         hits += correct
         seen += len(y)
@@ -229,6 +231,8 @@ def train_epoch(model: nn.Module, loader: Loader, optimizer: torch.optim.Optimiz
             if step % REFRESH == 0:
                 bar.set_postfix(epoch=epoch, loss=f"{loss_sum.item() / seen:.4f}",
                                 acc=f"{hits.item() / seen:.3f}", refresh=False)
+        if stop or step == max_steps:
+            break
     mean_loss = loss_sum.item() / seen
     if not math.isfinite(mean_loss):
         raise TrainingDiverged(f"non-finite training loss ({mean_loss}) in epoch {epoch}")
