@@ -509,9 +509,9 @@ def run_name(name: str | None, dataset: str, model: str, head: str, overrides: s
     """Readable name + short hash of the overrides: rerunning a command finds its run dir."""
     digest = hashlib.sha1(overrides.encode()).hexdigest()[:8]
     readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", name or f"{dataset}-{model}-{head}")
-    # a file name has at most 255 bytes: a longer name= fails validation (build.MAX_NAME),
-    # with this dir (cut) as its record, instead of an OSError before the run starts
-    return f"{readable[:200]}-{digest}"
+    # a file name has at most 255 bytes: a longer name= fails validation (MAX_NAME), with
+    # this dir (cut) as its record, instead of an OSError before the run starts
+    return f"{readable[:MAX_NAME]}-{digest}"
 
 
 def sweep_id() -> str:

@@ -1,17 +1,13 @@
-"""Process-level state: device, threads, seeding, RNG state, checkpoint I/O and the plug-in
-modules of a package (backbones, metric families).
+"""Process-level state: device, threads, seeding, RNG state and checkpoint I/O.
 
 Foundation layer: torch, numpy and ``latentgeo.records`` (atomic writes) only.
 """
 
 from __future__ import annotations
 
-import importlib
 import io
 import os
-import pkgutil
 import random
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +15,6 @@ import numpy as np
 import torch
 
 from latentgeo.records import RunDamaged, atomic_write_bytes
-
-
-def import_modules(path: Iterable[str], package: str, skip: Iterable[str] = ()) -> None:
-    """Import every module in ``path`` (the package ``package``'s) but ``skip``, by name: what
-    registers the backbones and metric families dropped into their package."""
-    skip = set(skip)
-    for module in sorted(pkgutil.iter_modules(list(path)), key=lambda m: m.name):
-        if module.name not in skip:
-            importlib.import_module(f"{package}.{module.name}")
 
 
 class CheckpointDamaged(RunDamaged):

@@ -11,8 +11,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 # bottom to top; a module may import its own layer (without a cycle) and the layers below
 LAYERS = [
-    ("foundation", ["latentgeo.config", "latentgeo.records", "latentgeo.runtime",
-                    "latentgeo.signals"]),
+    ("foundation", ["latentgeo.config", "latentgeo.plugins", "latentgeo.records",
+                    "latentgeo.runtime", "latentgeo.signals"]),
     ("components", ["latentgeo.data", "latentgeo.models", "latentgeo.metrics",
                     "latentgeo.figures", "latentgeo.tracking"]),
     ("loop", ["latentgeo.loop"]),

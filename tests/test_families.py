@@ -21,8 +21,8 @@ from latentgeo.config import (
     typed_metrics,
     with_changes,
 )
+from latentgeo.plugins import import_modules
 from latentgeo.records import RunDir
-from latentgeo.runtime import import_modules
 from latentgeo.train import train
 from tests.conftest import REPO, TINY, compose_cfg, wandb_history
 

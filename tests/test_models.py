@@ -20,8 +20,8 @@ from latentgeo import models
 from latentgeo.models import MODELS
 from latentgeo.models.activations import make_activation
 from latentgeo.models.base import HEADS, Backbone, BackboneSpec, Classifier, Head, count_parameters
+from latentgeo.plugins import import_modules
 from latentgeo.records import RunDir
-from latentgeo.runtime import import_modules
 from latentgeo.train import train
 from tests.conftest import TINY as TINY_RUN
 from tests.conftest import compose_cfg

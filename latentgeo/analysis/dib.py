@@ -14,7 +14,7 @@ of the train split train on the train split, those of the test split on the test
   (``latentgeo.metrics.dib.dib_labels``: the base-C digits of each sample's index in its class).
 
 H = the *empirical* entropy of the split's labels / digits (``digit_entropies``); TH assumes
-log₂ C everywhere, which is wrong for unbalanced classes and leading digits (reference §5
+log₂ C everywhere, which is wrong for unbalanced classes and leading digits (docs/definitions.md §5
 note 7). CE_final (nats) = what ``loop.train_epoch`` returns as ``train/running_loss`` for the
 last decoder-training epoch: the batch-size-weighted mean over that epoch's samples of the
 per-batch training CE, measured while the decoder's parameters change within the epoch, decoder
@@ -123,8 +123,8 @@ def static_blocks(model: Classifier) -> list[str]:
 class FrozenEncoder(nn.Module):
     """A deep copy of a backbone used as ``encode(x, b)`` = stem + blocks[:b]; its parameters
     never require grad and it stays in eval mode: ``train()`` cannot switch it back (TH's copy
-    ran in train mode, reference §2.6). ``input_stem``: b = 0 returns the input itself (the
-    stem belongs to the decoder, ``input_is_block0``)."""
+    ran in train mode, docs/definitions.md §2.6). ``input_stem``: b = 0 returns the input itself
+    (the stem belongs to the decoder, ``input_is_block0``)."""
 
     def __init__(self, backbone: Backbone, input_stem: bool = False) -> None:
         super().__init__()

@@ -1,5 +1,5 @@
 """LR range test (Smith 2017, "Cyclical Learning Rates"; fastai / Lightning ``lr_find``; TH's
-``--tune``, reference §2.7).
+``--tune``, docs/definitions.md §2.7).
 
     python -m latentgeo.analysis.lr_find [the usual Hydra overrides]
         [optimizer.lr_find.min_lr=1e-8] [optimizer.lr_find.max_lr=1]

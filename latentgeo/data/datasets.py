@@ -18,12 +18,14 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from latentgeo.config import ConfigError, DatasetUnavailable
+from latentgeo.data import szt
 from latentgeo.records import exclusive_lock, file_mode
 
 
@@ -246,8 +248,6 @@ def load_szt_bundle(name: str, root: str | None) -> DataBundle:
     """Schwartz-Ziv & Tishby's 12-bit set as 1x1x12 images with pixels 0/255 (so that the
     loader's /255 gives the bits); train = test = all 4096 patterns, as TH does. ``szt`` reads
     the original labels from dataset.root; ``szt_synthetic`` uses a documented offline rule."""
-    from latentgeo.data import szt
-
     if name == "szt":
         try:
             x, y = szt.load_szt(Path(root).expanduser() if root else default_root())
@@ -291,8 +291,6 @@ def match_shape(split: Split, input_shape: tuple[int, int, int]) -> Split:
 
 def load_ood(name: str, in_cfg, input_shape: tuple[int, int, int]) -> DataBundle:
     """The OOD data set ``name`` (its test split), shaped like the in-distribution inputs."""
-    from types import SimpleNamespace
-
     channels, height, _ = input_shape
     cfg = SimpleNamespace(name=name, root=in_cfg.root, download=in_cfg.download,
                           image_size=height, channels=channels, num_classes=in_cfg.num_classes,

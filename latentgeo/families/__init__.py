@@ -23,7 +23,7 @@ from latentgeo.families.core import (
     schedule,
     unregister,
 )
-from latentgeo.runtime import import_modules
+from latentgeo.plugins import import_modules
 
 import_modules(__path__, __name__, skip=("core", "latent", "weights", "files"))
 

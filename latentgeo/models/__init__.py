@@ -13,7 +13,7 @@ from latentgeo.models.base import (
     register_model,
 )
 from latentgeo.models.build import build_model
-from latentgeo.runtime import import_modules
+from latentgeo.plugins import import_modules
 
 SHARED = ("activations", "base", "build", "common", "relu_alpha")  # the modules without a backbone
 import_modules(__path__, __name__, skip=SHARED)

@@ -2,8 +2,8 @@
 
     ReLU_α(x) = ReLU(x) − (1−α)·ReLU(−x) = x + α·ReLU(−x),   α ∈ [0, 1]
 
-Source: UniTS Advanced ML "Challenge 2" (reference §4.2) and seed 004 (R_α, annealed α). It is
-computed as ``x + α·relu(−x)``, which is exact at both ends in IEEE arithmetic: α=0 gives
+Source: UniTS Advanced ML "Challenge 2" (docs/definitions.md §4.2) and seed 004 (R_α, annealed α).
+It is computed as ``x + α·relu(−x)``, which is exact at both ends in IEEE arithmetic: α=0 gives
 x + 0 = x, α=1 gives x + (−x) = 0 for x < 0 and x + 0 = x otherwise, i.e. ReLU(x) bit for bit.
 
 Two ways to train α (``mode``):
