@@ -36,7 +36,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 class ModelConfig:
     name: str = MISSING
     width: int | None = None  # base channels; None = the architecture's default
-    widths: list[int] = field(default_factory=lambda: [512, 256])  # MLP hidden widths
+    widths: list[int] | None = None  # mlp only: hidden widths (conf/model/mlp.yaml)
     activation: str = "silu"
     pretrained: bool = False
 
@@ -85,12 +85,13 @@ class DatasetConfig:
     augment: bool = False  # random crop (pad 4) + horizontal flip, batched on the device
     loader: str = "tensor"  # tensor: split resident on the training device | torch: DataLoader
     num_workers: int = 2  # loader=torch only: DataLoader worker processes
-    # digits / synthetic only: image shape, class count and sizes
-    image_size: int = 32
-    channels: int = 3
-    num_classes: int = 10
-    train_size: int = 2000
-    test_size: int = 500
+    # generated or resized data only (their yaml sets them, OPTION_KEYS): image shape, and for
+    # synthetic the class count and sizes; null where the data set fixes them
+    image_size: int | None = None
+    channels: int | None = None
+    num_classes: int | None = None
+    train_size: int | None = None
+    test_size: int | None = None
     seed: int = 0  # data generation / corruption seed (independent of trainer.seed)
     # corruptions and subsets (HP §3.5, TH §2.2); all seeded by dataset.seed, train split only
     label_noise: float = 0.0  # each train label -> (y+u) mod K, u ~ U{1..K-1}, with this prob.
@@ -293,8 +294,8 @@ def check_values(cfg: TrainConfig) -> None:
     command line runs them before it imports torch. ``build.validate`` adds the registries."""
     m, h, d, o, s, t = cfg.model, cfg.head, cfg.dataset, cfg.optimizer, cfg.schedule, cfg.trainer
     check(m.width is None or m.width >= 1, "model.width", m.width, "a positive integer or null")
-    check(len(m.widths) >= 1 and all(w >= 1 for w in m.widths), "model.widths", list(m.widths),
-          "a non-empty list of positive integers")
+    check(m.widths is None or (len(m.widths) >= 1 and all(w >= 1 for w in m.widths)),
+          "model.widths", m.widths, "null or a non-empty list of positive integers")
     if m.activation == "relu_alpha":
         a = cfg.activation
         check(0 <= a.init_alpha <= 1, "activation.init_alpha", a.init_alpha, "within [0, 1]")
@@ -310,7 +311,8 @@ def check_values(cfg: TrainConfig) -> None:
     check(h.gamma_step >= 1, "head.gamma_step", h.gamma_step, ">= 1")
     check(d.num_workers >= 0, "dataset.num_workers", d.num_workers, ">= 0")
     for key in ("image_size", "channels", "train_size", "test_size"):
-        check(getattr(d, key) >= 1, f"dataset.{key}", getattr(d, key), ">= 1")
+        check(getattr(d, key) is None or getattr(d, key) >= 1, f"dataset.{key}",
+              getattr(d, key), "null or >= 1")
     check(0 <= d.label_noise <= 1, "dataset.label_noise", d.label_noise, "within [0, 1]")
     check(d.classes is None or d.num_classes_subsample is None, "dataset.classes", d.classes,
           "null when dataset.num_classes_subsample is set (choose one)")
@@ -406,11 +408,24 @@ def comparable(config: dict[str, Any]) -> dict[str, Any]:
 LEGACY_WHEN_FLAGS = {"collapse": "every", "binarity": "every", "same_encoding": "every"}
 
 
+# Keys that only some options of a group use: the option's yaml sets them, the others leave
+# them null, so a config.yaml says only what applies to its run.
+OPTION_KEYS = {"model": ("widths",),
+               "dataset": ("image_size", "channels", "num_classes", "train_size", "test_size")}
+
+
 @functools.cache
+def option_yaml(group: str, option: str) -> dict[str, Any]:
+    """``conf/<group>/<option>.yaml`` as a dict (read once, torch-free); {} when absent."""
+    path = importlib.resources.files("latentgeo.conf").joinpath(f"{group}/{option}.yaml")
+    if not path.is_file():
+        return {}
+    return OmegaConf.to_container(OmegaConf.create(path.read_text()))  # type: ignore[return-value]
+
+
 def default_metrics() -> dict[str, Any]:
-    """``conf/metrics/default.yaml``: every family's default node (read once, torch-free)."""
-    text = importlib.resources.files("latentgeo.conf").joinpath("metrics/default.yaml")
-    return OmegaConf.to_container(OmegaConf.create(text.read_text()))  # type: ignore[return-value]
+    """``conf/metrics/default.yaml``: every family's default node."""
+    return option_yaml("metrics", "default")
 
 
 def upgrade(config: dict[str, Any]) -> dict[str, Any]:
@@ -420,8 +435,16 @@ def upgrade(config: dict[str, Any]) -> dict[str, Any]:
     ``when: every:N | off``, ``reinit.at_end`` -> ``when: last | off``,
     ``store_penultimate`` -> ``penultimate.when: last | off``; a family node it lacks (and a
     key of a node: its options were schema defaults then) -> its line in
-    ``conf/metrics/default.yaml``, what the schema's defaults were."""
+    ``conf/metrics/default.yaml``, what the schema's defaults were; an ``OPTION_KEYS`` key
+    that the run's option does not set (a schema default then, never used) -> null."""
     config = copy.deepcopy(config)
+    for group, keys in OPTION_KEYS.items():
+        node = config.get(group)
+        if isinstance(node, dict) and isinstance(node.get("name"), str):
+            used = option_yaml(group, node["name"])
+            for key in keys:
+                if key in node and key not in used:
+                    node[key] = None
     metrics = config.get("metrics")
     if not isinstance(metrics, dict):
         return config

@@ -11,7 +11,7 @@ def build_model(cfg, input_shape: tuple[int, int, int], num_classes: int) -> Cla
         input_shape=tuple(input_shape),
         num_classes=num_classes,
         width=cfg.model.width,
-        widths=tuple(cfg.model.widths),
+        widths=tuple(cfg.model.widths or ()),
         pretrained=cfg.model.pretrained,
     )
     backbone = MODELS[cfg.model.name](spec, make_activation(cfg.model.activation, cfg.activation))
