@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from latentgeo.config import compose
 from latentgeo.data import TensorLoader, load_synthetic
-from latentgeo.data.loader import normalize
+from latentgeo.data.tensor_loader import normalize
 from latentgeo.loop import build_optimizer, classifier_loss, train_epoch
 from latentgeo.models import build_model
 

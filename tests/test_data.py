@@ -10,7 +10,7 @@ import torch
 
 from latentgeo.data import DatasetUnavailable, TensorLoader, load_dataset, load_digits
 from latentgeo.data.datasets import SYSTEM_MIRRORS, channel_stats, load_synthetic
-from latentgeo.data.loader import normalize, random_crop_flip
+from latentgeo.data.tensor_loader import normalize, random_crop_flip
 from tests.conftest import compose_cfg
 
 FASHION_MIRROR = SYSTEM_MIRRORS["FashionMNIST"][0]

@@ -78,7 +78,7 @@ from torch import Tensor, nn
 from latentgeo.build import load_run, owning
 from latentgeo.config import OptimizerConfig
 from latentgeo.data.datasets import Split
-from latentgeo.data.loader import TensorLoader, normalize
+from latentgeo.data.tensor_loader import TensorLoader, normalize
 from latentgeo.loop import LossFn, TrainingDiverged, build_optimizer, train_epoch
 from latentgeo.metrics.dib import dib_labels, digit_entropies
 from latentgeo.models.base import Backbone, Classifier

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from latentgeo.config import DatasetConfig, TrainerConfig
 from latentgeo.data.datasets import DataBundle, Split
-from latentgeo.data.loader import TensorLoader, normalize
+from latentgeo.data.tensor_loader import TensorLoader, normalize
 
 EVAL_SPLITS = ("train", "test", "val")  # the splits a DataBundle can hold, in evaluation order
 
