@@ -127,37 +127,36 @@ def due(cfg: TrainConfig, epoch: int, last: bool) -> list[Family]:
 
 
 def options(cfg: TrainConfig, name: str) -> Any:
-    """``metrics.<name>`` as the family's options dataclass; ConfigError naming the key for a
-    key the family does not have, a value of the wrong type or one its ``check`` refuses."""
+    """``metrics.<name>`` as the family's options dataclass (None for a family without);
+    ConfigError naming the key for a key the family lacks or a value of the wrong type."""
     family, node = FAMILIES[name], cfg.metrics[name]
     values = {k: v for k, v in OmegaConf.to_container(node).items() if k != "when"}
     if family.options is None:
         check(not values, f"metrics.{name}", sorted(values), f"no keys but when ({name} has no "
               "options)")
         return None
-    allowed = [f.name for f in dataclasses.fields(family.options)]
-    unknown, missing = sorted(set(values) - set(allowed)), sorted(set(allowed) - set(values))
-    if unknown or missing:
+    fields = {f.name: f.type for f in dataclasses.fields(family.options)}
+    if set(values) != set(fields):
         raise ConfigError(f"metrics.{name} has keys {sorted(values)}: it takes when, "
-                          f"{', '.join(allowed)} (conf/metrics/default.yaml has its line)")
+                          f"{', '.join(fields)} (conf/metrics/default.yaml has its line)")
     try:
-        typed = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(family.options), values))
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(family.options), values))
     except (ValidationError, ValueError) as error:
-        key = getattr(error, "full_key", "") or ""
-        raise ConfigError(f"metrics.{name}.{key}: {str(error).splitlines()[0]}") from None
-    if hasattr(typed, "check"):
-        typed.check(cfg)
-    return typed
+        key = str(getattr(error, "full_key", "") or "")
+        raise ConfigError(f"metrics.{name}.{key}={values.get(key)!r} is not allowed: "
+                          f"a value of type {fields.get(key, 'its field')}") from None
 
 
 def check_metrics(cfg: TrainConfig) -> None:
-    """Every node of ``metrics`` (besides its own settings) is a registered family with its
-    options' keys, types and checks."""
+    """Every node of ``metrics`` (besides its own settings) is a registered family, with its
+    options' keys and types, and passes the options' ``check(cfg)`` when they have one."""
     for name in family_nodes(cfg.metrics):
         if name not in FAMILIES:
             raise ConfigError(f"metrics.{name} is not a metric family: the nodes of metrics are "
                               f"one of {sorted(FAMILIES)} (or every, seed, train_subset)")
-        options(cfg, name)
+        typed = options(cfg, name)
+        if hasattr(typed, "check"):
+            typed.check(cfg)
 
 
 def measure(point: Point, families: Sequence[Family]) -> dict[str, Any]:
