@@ -299,6 +299,8 @@ def check_values(cfg: TrainConfig) -> None:
     if m.activation == "relu_alpha":
         a = cfg.activation
         check(0 <= a.init_alpha <= 1, "activation.init_alpha", a.init_alpha, "within [0, 1]")
+        check(math.isfinite(a.init_nu) and a.init_nu >= 0, "activation.init_nu", a.init_nu,
+              "finite and >= 0")
         check(a.l1 >= 0, "activation.l1", a.l1, ">= 0")
         check(a.nu_step >= 0, "activation.nu_step", a.nu_step, ">= 0")
         check(a.oscillation_k >= 1, "activation.oscillation_k", a.oscillation_k, ">= 1")
