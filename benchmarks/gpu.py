@@ -30,20 +30,17 @@ import argparse
 import copy
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
+from _common import default_threads, evaluate, weight_metrics
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.conftest
-from _common import default_threads, evaluate, weight_metrics  # noqa: E402
-
-from latentgeo import loop  # noqa: E402
-from latentgeo.build import make_loaders  # noqa: E402
-from latentgeo.data import Split, load_dataset  # noqa: E402
-from latentgeo.models import build_model  # noqa: E402
-from tests.conftest import compose_cfg  # noqa: E402
+from latentgeo import loop
+from latentgeo.build import make_loaders
+from latentgeo.config import compose
+from latentgeo.data import Split, load_dataset
+from latentgeo.models import build_model
 
 BE_EPOCHS = 800
 BE_IMAGES = 50000
@@ -96,7 +93,7 @@ def main() -> None:
     print_header(device)
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
 
-    cfg = compose_cfg([
+    cfg = compose([
         "model=resnet18", f"model.width={args.width}", "head=bin_enc", "metrics=default",
         "metrics.perturbation.when=off", "dataset=synthetic", "dataset.image_size=32",
         "dataset.channels=3", "dataset.augment=true", f"dataset.train_size={args.images}",

@@ -24,22 +24,18 @@ import argparse
 import copy
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
+from _common import start as start_benchmark
 from torch import nn
 from tqdm.auto import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.conftest
-from _common import start as start_benchmark  # noqa: E402
-
-from latentgeo.data import TensorLoader, load_synthetic  # noqa: E402
-from latentgeo.data.loader import normalize  # noqa: E402
-from latentgeo.loop import build_optimizer, classifier_loss, train_epoch  # noqa: E402
-from latentgeo.models import build_model  # noqa: E402
-from tests.conftest import compose_cfg  # noqa: E402
+from latentgeo.config import compose
+from latentgeo.data import TensorLoader, load_synthetic
+from latentgeo.data.tensor_loader import normalize
+from latentgeo.loop import build_optimizer, classifier_loss, train_epoch
+from latentgeo.models import build_model
 
 BATCH = 128
 GAMMA = 0.01
@@ -74,7 +70,7 @@ def bare_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
 
 def measure(name: str, overrides: list[str], shape: tuple[int, int, int], budget_s: float,
             device: torch.device) -> dict:
-    cfg = compose_cfg(["dataset=synthetic", "head=bin_enc", *overrides])
+    cfg = compose(["dataset=synthetic", "head=bin_enc", *overrides])
     torch.manual_seed(0)
     model_a = build_model(cfg, shape, 10).to(device)
     model_b = copy.deepcopy(model_a)

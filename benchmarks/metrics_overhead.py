@@ -29,22 +29,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
+from _common import evaluate, weight_metrics
+from _common import start as start_benchmark
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.conftest
-from _common import evaluate, weight_metrics  # noqa: E402
-from _common import start as start_benchmark  # noqa: E402
-
-from latentgeo import loop  # noqa: E402
-from latentgeo.build import make_loaders  # noqa: E402
-from latentgeo.data import load_dataset  # noqa: E402
-from latentgeo.metrics.features import collect_features  # noqa: E402
-from latentgeo.models import build_model  # noqa: E402
-from tests.conftest import compose_cfg  # noqa: E402
+from latentgeo import loop
+from latentgeo.build import make_loaders
+from latentgeo.config import compose
+from latentgeo.data import load_dataset
+from latentgeo.metrics.features import collect_features
+from latentgeo.models import build_model
 
 
 def timed(fn, device: torch.device) -> float:
@@ -74,7 +70,7 @@ def main() -> None:
         f"dataset.test_size={args.test_size}", "trainer.batch_size=128",
         "trainer.eval_batch_size=1000", "logger=local", "trainer.progress=false",
     ]
-    cfg = compose_cfg(overrides)
+    cfg = compose(overrides)
     data = load_dataset(cfg.dataset)
     torch.manual_seed(0)
     model = build_model(cfg, data.input_shape, data.num_classes).to(device)
@@ -94,7 +90,7 @@ def main() -> None:
                 model(x)
         model.train()
 
-    subset_cfg = compose_cfg([*overrides, "metrics.train_subset=100"])
+    subset_cfg = compose([*overrides, "metrics.train_subset=100"])
     subset_loaders = make_loaders(subset_cfg, data, device)
     rows = {
         "train epoch": lambda epoch: train(epoch),

@@ -19,19 +19,15 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
+from _common import start as start_benchmark
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.conftest
-from _common import start as start_benchmark  # noqa: E402
-
-from latentgeo.data import Split, TensorLoader, load_synthetic  # noqa: E402
-from latentgeo.loop import build_optimizer, classifier_loss, train_epoch  # noqa: E402
-from latentgeo.models import build_model  # noqa: E402
-from tests.conftest import compose_cfg  # noqa: E402
+from latentgeo.config import compose
+from latentgeo.data import Split, TensorLoader, load_synthetic
+from latentgeo.loop import build_optimizer, classifier_loss, train_epoch
+from latentgeo.models import build_model
 
 BATCH = 128
 GAMMA = 0.01
@@ -79,7 +75,7 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     args, device = start_benchmark(parser)
 
-    cfg = compose_cfg(["model=resnet18", f"model.width={args.width}", "head=bin_enc",
+    cfg = compose(["model=resnet18", f"model.width={args.width}", "head=bin_enc",
                        "dataset=synthetic"])
     data = load_synthetic(32, 3, 10, 64 * BATCH, 10, seed=0)
     torch.manual_seed(0)

@@ -1,11 +1,10 @@
-"""Run building: check a config against the registries, build its data, loaders and model, and
-open a run dir at one of its checkpoints — the same way for ``train``, ``evaluate`` and the
-post-hoc analyses.
+"""Run building: check a config's names against the registries, build its data, loaders and
+model, and open a run dir at one of its checkpoints — the same way for ``train``, ``evaluate``
+and the post-hoc analyses. ``latentgeo.checks.validate`` calls the checks here once per run.
 
 Each registry is the one source of its allowed values: models (``models.MODELS``, ``HEADS``,
-``ACTIVATIONS``), datasets (``data.DATASETS``, ``LOADERS``, ``EVAL_SPLITS``), optimizers and
-LR schedules (``loop.OPTIMIZERS``, ``loop.SCHEDULES``), re-init layer sets
-(``metrics.hyperplanes.LAYER_SETS``) and the schedule vocabulary (``config.parse_schedule``).
+``ACTIVATIONS``), datasets (``data.DATASETS``, ``LOADERS``), optimizers, LR schedules and
+compression penalties (``loop.OPTIMIZERS``, ``SCHEDULES``, ``PENALTIES``).
 
 Run-building layer: foundation, components and the loop only.
 """
@@ -19,14 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
 
-from latentgeo.config import ConfigError, TrainConfig, check, check_values, to_typed, with_changes
-from latentgeo.data import DATASETS, EVAL_SPLITS, LOADERS, DataBundle, Loaders, load_dataset
+from latentgeo.config import ConfigError, TrainConfig, check, to_typed, with_changes
+from latentgeo.data import DATASETS, LOADERS, DataBundle, Loaders, load_dataset
 from latentgeo.data import make_loaders as make_split_loaders
 from latentgeo.data.datasets import load_ood
-from latentgeo.loop import OPTIMIZERS, SCHEDULES
-from latentgeo.metrics.hyperplanes import LAYER_SETS
+from latentgeo.loop import OPTIMIZERS, PENALTIES, SCHEDULES
 from latentgeo.models import HEADS, MODELS, Classifier, build_model
 from latentgeo.models.activations import ACTIVATIONS
 from latentgeo.models.relu_alpha import GRANULARITIES, MODES
@@ -43,52 +40,43 @@ def resolve_device(name: str, key: str = "trainer.device") -> torch.device:
     return device
 
 
-def validate(cfg: TrainConfig | DictConfig, num_classes: int | None = None) -> None:
-    """Check values the schema cannot express; raise ConfigError naming key, value, allowed:
-    ``config.check_values`` (ranges, the schedule vocabulary) and here the names each
-    registry allows. With ``num_classes`` (after the data are loaded) also the checks that
-    need it."""
-    cfg = to_typed(cfg)
-    check_values(cfg)
+def check_names(cfg: TrainConfig) -> None:
+    """Every name the config picks from a registry is in it; ConfigError naming key, value,
+    allowed."""
     m, h, d = cfg.model, cfg.head, cfg.dataset
     check(m.name in MODELS, "model.name", m.name, f"one of {sorted(MODELS)}")
-    activations = sorted([*ACTIVATIONS, "relu_alpha"])
-    check(m.activation in activations, "model.activation", m.activation, f"one of {activations}")
+    check(m.activation in ACTIVATIONS, "model.activation", m.activation,
+          f"one of {sorted(ACTIVATIONS)}")
     if m.activation == "relu_alpha":
         a = cfg.activation
         check(a.granularity in GRANULARITIES, "activation.granularity", a.granularity,
               f"one of {list(GRANULARITIES)}")
         check(a.mode in MODES, "activation.mode", a.mode, f"one of {list(MODES)}")
     check(h.name in HEADS, "head.name", h.name, f"one of {list(HEADS)}")
+    check(h.penalty in PENALTIES, "head.penalty", h.penalty, f"one of {list(PENALTIES)}")
     check(d.name in DATASETS, "dataset.name", d.name, f"one of {sorted(DATASETS)}")
     check(d.loader in LOADERS, "dataset.loader", d.loader, f"one of {list(LOADERS)}")
     check(cfg.optimizer.name in OPTIMIZERS, "optimizer.name", cfg.optimizer.name,
           f"one of {list(OPTIMIZERS)}")
     check(cfg.schedule.name in SCHEDULES, "schedule.name", cfg.schedule.name,
           f"one of {list(SCHEDULES)}")
-    bad_splits = [split for split in cfg.metrics.dib.splits if split not in EVAL_SPLITS]
-    check(not bad_splits, "metrics.dib.splits", list(cfg.metrics.dib.splits),
-          f"a list of {', '.join(EVAL_SPLITS)}")
-    r = cfg.metrics.reinit
-    check(r.layers in LAYER_SETS, "metrics.reinit.layers", r.layers, f"one of {list(LAYER_SETS)}")
-    ood = cfg.metrics.ood.dataset
-    check(ood is None or ood in DATASETS, "metrics.ood.dataset", ood,
-          f"null or one of {sorted(DATASETS)}")
-    if num_classes is not None:
-        bad_classes = [c for c in d.classes or [] if not 0 <= c < num_classes]
-        check(not bad_classes, "dataset.classes", d.classes,
-              f"class indices within 0..{num_classes - 1} of {d.name}")
-        if h.name in ("bin_enc", "lin_pen"):
-            nodes = h.penultimate_nodes
-            check(2**nodes >= num_classes, "head.penultimate_nodes", nodes,
-                  f"2^penultimate_nodes >= number of classes ({num_classes}) for head "
-                  f"{h.name}, i.e. >= {math.ceil(math.log2(num_classes))}")
+
+
+def check_data(cfg: TrainConfig, num_classes: int) -> None:
+    """The check that needs the loaded data's class count (``dataset.classes`` against the
+    raw data set is ``load_dataset``'s)."""
+    h = cfg.head
+    if HEADS[h.name].binary_code:
+        check(2**h.penultimate_nodes >= num_classes, "head.penultimate_nodes",
+              h.penultimate_nodes,
+              f"2^penultimate_nodes >= number of classes ({num_classes}) for head "
+              f"{h.name}, i.e. >= {math.ceil(math.log2(num_classes))}")
 
 
 def load_data(cfg: TrainConfig) -> tuple[DataBundle, DataBundle | None]:
     """The run's data (subsets and corruptions applied) and, when configured, the OOD set."""
     data = load_dataset(cfg.dataset)
-    ood_name = cfg.metrics.ood.dataset
+    ood_name = cfg.metrics.ood.dataset if "ood" in cfg.metrics else None
     ood = load_ood(ood_name, cfg.dataset, data.input_shape) if ood_name else None
     return data, ood
 
@@ -178,5 +166,5 @@ def owning(run_dir: Path, purpose: str, command: Callable[[], int]) -> int:
         return 2
 
 
-__all__ = ["ConfigError", "LoadedRun", "load_data", "load_run", "make_loaders",
-           "owning", "resolve_device", "run_config", "validate"]
+__all__ = ["ConfigError", "LoadedRun", "check_data", "check_names", "load_data", "load_run",
+           "make_loaders", "owning", "resolve_device", "run_config"]

@@ -4,7 +4,7 @@ bookkeeping keys and the resolvers ``conf/train.yaml`` uses.
 Hydra merges ``conf/`` onto these dataclasses, so a typo in a key or a wrong type fails at
 composition; ``to_typed`` then turns the composed config into the dataclasses once, and every
 builder takes its own sub-config. Value checks that need the components' registries live in
-``latentgeo.build.validate``; every message names the key, the bad value and what is allowed.
+``latentgeo.checks.validate``; every message names the key, the bad value and what is allowed.
 
 Foundation layer: imports no other latentgeo module.
 """
@@ -15,14 +15,19 @@ import copy
 import dataclasses
 import functools
 import hashlib
+import importlib.resources
 import math
 import os
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir, initialize_config_module
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
@@ -31,7 +36,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 class ModelConfig:
     name: str = MISSING
     width: int | None = None  # base channels; None = the architecture's default
-    widths: list[int] = field(default_factory=lambda: [512, 256])  # MLP hidden widths
+    widths: list[int] | None = None  # mlp only: hidden widths (conf/model/mlp.yaml)
     activation: str = "silu"
     pretrained: bool = False
 
@@ -51,12 +56,9 @@ class ActivationConfig:
     oscillation_window: int = 10  # ... within the last `window` epochs
 
 
-HEAD_PENALTIES = ("mse", "exp", "l1")  # head.penalty; loop.PENALTIES implements each
-
-
 @dataclass
 class HeadConfig:
-    name: str = MISSING  # bin_enc | lin_pen | nonlin_pen | no_pen
+    name: str = MISSING  # one of models.HEADS: bin_enc | lin_pen | nonlin_pen | no_pen
     penultimate_nodes: int = 6
     dropout_penultimate: bool = False
     # γ-schedule of the bin_enc compression loss (BE §1.3): γ ← γ·factor every `gamma_step`
@@ -65,8 +67,7 @@ class HeadConfig:
     gamma_factor: float = 1.05
     gamma_step: int = 1
     gamma_max: float = 1e6
-    # the compression penalty γ multiplies (BE-dev's loss_pen_funct): mse = mean(x_pen²) (BE),
-    # exp = exp(mean(x_pen²)), l1 = mean(|x_pen|)
+    # the compression penalty γ multiplies: one of loop.PENALTIES (mse, exp, l1)
     penalty: str = "mse"
 
 
@@ -84,12 +85,13 @@ class DatasetConfig:
     augment: bool = False  # random crop (pad 4) + horizontal flip, batched on the device
     loader: str = "tensor"  # tensor: split resident on the training device | torch: DataLoader
     num_workers: int = 2  # loader=torch only: DataLoader worker processes
-    # digits / synthetic only: image shape, class count and sizes
-    image_size: int = 32
-    channels: int = 3
-    num_classes: int = 10
-    train_size: int = 2000
-    test_size: int = 500
+    # generated or resized data only (their yaml sets them, OPTION_KEYS): image shape, and for
+    # synthetic the class count and sizes; null where the data set fixes them
+    image_size: int | None = None
+    channels: int | None = None
+    num_classes: int | None = None
+    train_size: int | None = None
+    test_size: int | None = None
     seed: int = 0  # data generation / corruption seed (independent of trainer.seed)
     # corruptions and subsets (HP §3.5, TH §2.2); all seeded by dataset.seed, train split only
     label_noise: float = 0.0  # each train label -> (y+u) mod K, u ~ U{1..K-1}, with this prob.
@@ -194,102 +196,28 @@ def parse_schedule(text: str, key: str = "when") -> Schedule:
     return Schedule(init, every, every_epochs, last)
 
 
-def when(default: str) -> Any:
-    return field(default_factory=lambda: WhenConfig(default))
-
-
-@dataclass
-class WhenConfig:
-    """A metric family with no settings but its schedule."""
-
-    when: str = "every"
-
-
-@dataclass
-class PerturbationConfig:
-    when: str = "last"  # DeepFool needs gradients: BE computes it at the last epoch only
-    samples: int = 1000  # fixed random sample of the test split (seeded by trainer.seed)
-    overshoot: float = 0.02
-    max_iter: int = 50
-    num_candidates: int = 10
-
-
-@dataclass
-class OODConfig:
-    dataset: str | None = None  # a dataset option, e.g. svhn for cifar10; null = off
-    when: str = "last"
-
-
-@dataclass
-class HyperplanesConfig:
-    """Projection statistics of the filters (HP) and the distance from initialisation."""
-
-    when: str = "init+every:1"  # data-free, so every epoch and at epoch 0
-    normalize: bool = True
-    with_linear: bool = False
-    skip_pointwise: bool = True
-
-
-@dataclass
-class DIBConfig:
-    """Decodable information bottleneck per block (TH §2.6): decoders trained on frozen
-    encoders; costly (≈ 9 main epochs per decoder epoch on a tiny run), so scheduled rarely."""
-
-    when: str = "off"  # e.g. every:10 (and the last epoch)
-    blocks: list[str] | None = None  # null = all: stem + the backbone's blocks
-    epochs: int = 20  # V-sufficiency decoders (TH --epochs)
-    minimality_epochs: int | None = 50  # V-minimality decoders (TH --dib-epochs); null = epochs
-    splits: list[str] = field(default_factory=lambda: ["train", "test"])
-    batch_size: int | None = None  # null = trainer.batch_size
-
-
-@dataclass
-class ReinitConfig:
-    """Layer re-initialisation robustness (Zhang, Bengio & Singer 2019, as HP)."""
-
-    when: str = "off"  # last: at the end of the run
-    layers: str = "conv"  # conv | conv+linear
-    rand: bool = True  # also re-initialise from a fresh independent random draw
-    rand_seed: int | None = None  # null = trainer.seed + 1000003
-
-
-@dataclass
-class CKAConfig:
-    """Linear CKA between blocks and to initialisation (Kornblith et al. 2019), on a fixed
-    random sample of each evaluated split (seeded by metrics.seed) so the cost is bounded."""
-
-    when: str = "off"
-    samples: int | None = 1000  # images per split; null = the whole split
-    # null: the full-batch CKA of the sample (holds the sample's block outputs, then one
-    # samples² Gram per layer); N: Nguyen et al.'s unbiased minibatch estimator over batches of
-    # N >= 4 (one N² Gram per batch and layer, no block outputs kept; cheaper for large samples)
-    batch_size: int | None = None
-
-
 @dataclass
 class MetricsConfig:
-    """``every`` is the evaluation interval; each family node's ``when`` says when it runs
-    (vocabulary above). Families: ``latentgeo.families`` (one registry entry each)."""
+    """The keys of ``metrics`` that are no family's: the evaluation interval and the samples
+    the families share. Every other key of ``metrics`` is one family's node,
+    ``{when: <schedule>, <option>: value, ...}``: its default is its line in
+    ``conf/metrics/default.yaml`` and its keys' types are the family's ``options`` dataclass
+    (``latentgeo.families``), checked by ``families.check_metrics``. A family without a node
+    is off."""
 
     every: int = 50  # evaluate every N epochs (and always at the last epoch)
-    collapse: WhenConfig = when("every")  # BE's collapse metrics on x_pen (preds, true labels)
-    binarity: WhenConfig = when("every")  # BE: bin_enc and lin_pen heads only
-    same_encoding: WhenConfig = when("every")
-    mahalanobis: WhenConfig = when("last")  # BE computes it at the last epoch only
-    perturbation: PerturbationConfig = field(default_factory=PerturbationConfig)
-    ood: OODConfig = field(default_factory=OODConfig)
-    nc1: WhenConfig = when("off")  # per-block streaming NC1 (TH); two extra passes per split
-    hyperplanes: HyperplanesConfig = field(default_factory=HyperplanesConfig)
-    alpha: WhenConfig = when("every:1")  # ReLU_α statistics (models with ReLU_α sites)
-    dib: DIBConfig = field(default_factory=DIBConfig)
-    reinit: ReinitConfig = field(default_factory=ReinitConfig)
-    penultimate: WhenConfig = when("off")  # penultimate.npz: x_pen, labels, preds per split
-    cka: CKAConfig = field(default_factory=CKAConfig)
-    weight_spectra: WhenConfig = when("off")  # WeightWatcher's α and norms per layer (data-free)
     seed: int = 0  # GMM seeds of the binarity metrics
     # train-side metrics on a fixed stratified sample of this many train images per class
     # (seeded by metrics.seed) instead of the whole split: cheaper evaluations, a small error
     train_subset: int | None = None
+
+
+METRICS_SETTINGS = tuple(f.name for f in dataclasses.fields(MetricsConfig))
+
+
+def family_nodes(metrics: DictConfig | dict[str, Any]) -> dict[str, Any]:
+    """``metrics``' family nodes by name (every key but ``METRICS_SETTINGS``)."""
+    return {name: node for name, node in metrics.items() if name not in METRICS_SETTINGS}
 
 
 @dataclass
@@ -335,7 +263,9 @@ class TrainConfig:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    # MetricsConfig's keys + one node per family; composed from conf/metrics/, read as a
+    # read-only DictConfig (``cfg.metrics.every``, ``cfg.metrics.perturbation.samples``)
+    metrics: dict[str, Any] = field(default_factory=dict)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     activation: ActivationConfig = field(default_factory=ActivationConfig)
@@ -361,18 +291,19 @@ MAX_NAME = 200  # characters of name=: the run dir's name must stay a valid file
 
 def check_values(cfg: TrainConfig) -> None:
     """The checks that need no component (ranges, combinations, the schedule vocabulary): the
-    command line runs them before it imports torch. ``build.validate`` adds the registries."""
+    command line runs them before it imports torch. ``checks.validate`` adds the registries."""
     m, h, d, o, s, t = cfg.model, cfg.head, cfg.dataset, cfg.optimizer, cfg.schedule, cfg.trainer
     check(m.width is None or m.width >= 1, "model.width", m.width, "a positive integer or null")
-    check(len(m.widths) >= 1 and all(w >= 1 for w in m.widths), "model.widths", list(m.widths),
-          "a non-empty list of positive integers")
+    check(m.widths is None or (len(m.widths) >= 1 and all(w >= 1 for w in m.widths)),
+          "model.widths", m.widths, "null or a non-empty list of positive integers")
     if m.activation == "relu_alpha":
         a = cfg.activation
         check(0 <= a.init_alpha <= 1, "activation.init_alpha", a.init_alpha, "within [0, 1]")
+        check(math.isfinite(a.init_nu) and a.init_nu >= 0, "activation.init_nu", a.init_nu,
+              "a finite number >= 0")
         check(math.isfinite(a.l1) and a.l1 >= 0, "activation.l1", a.l1, "a finite number >= 0")
         check(math.isfinite(a.nu_step) and a.nu_step >= 0, "activation.nu_step", a.nu_step,
               "a finite number >= 0")
-        check(math.isfinite(a.init_nu), "activation.init_nu", a.init_nu, "a finite number")
         check(a.oscillation_k >= 1, "activation.oscillation_k", a.oscillation_k, ">= 1")
         check(a.oscillation_window >= 2, "activation.oscillation_window", a.oscillation_window,
               ">= 2")
@@ -384,11 +315,10 @@ def check_values(cfg: TrainConfig) -> None:
           h.gamma_factor, "a finite number > 0")
     check(not math.isnan(h.gamma_max), "head.gamma_max", h.gamma_max, "a number (inf: no cap)")
     check(h.gamma_step >= 1, "head.gamma_step", h.gamma_step, ">= 1")
-    check(h.penalty in HEAD_PENALTIES, "head.penalty", h.penalty,
-          f"one of {list(HEAD_PENALTIES)}")
     check(d.num_workers >= 0, "dataset.num_workers", d.num_workers, ">= 0")
     for key in ("image_size", "channels", "train_size", "test_size"):
-        check(getattr(d, key) >= 1, f"dataset.{key}", getattr(d, key), ">= 1")
+        check(getattr(d, key) is None or getattr(d, key) >= 1, f"dataset.{key}",
+              getattr(d, key), "null or >= 1")
     check(0 <= d.label_noise <= 1, "dataset.label_noise", d.label_noise, "within [0, 1]")
     check(d.classes is None or d.num_classes_subsample is None, "dataset.classes", d.classes,
           "null when dataset.num_classes_subsample is set (choose one)")
@@ -420,26 +350,12 @@ def check_values(cfg: TrainConfig) -> None:
           "a finite number > 0")
     metrics = cfg.metrics
     check(metrics.every >= 1, "metrics.every", metrics.every, ">= 1")
-    for node in dataclasses.fields(metrics):
-        value = getattr(metrics, node.name)
-        if hasattr(value, "when"):
-            parse_schedule(value.when, f"metrics.{node.name}.when")
+    for name, node in family_nodes(metrics).items():  # their options: families.check_metrics
+        check(isinstance(node, DictConfig) and "when" in node, f"metrics.{name}", node,
+              "a node {when: <schedule>, ...}")
+        parse_schedule(node.when, f"metrics.{name}.when")
     check(metrics.train_subset is None or metrics.train_subset >= 1, "metrics.train_subset",
           metrics.train_subset, "null (the whole train split) or samples per class >= 1")
-    check(metrics.perturbation.samples >= 1, "metrics.perturbation.samples",
-          metrics.perturbation.samples, ">= 1")
-    check(metrics.cka.samples is None or metrics.cka.samples >= 4, "metrics.cka.samples",
-          metrics.cka.samples, "null (the whole split) or >= 4")
-    check(metrics.cka.batch_size is None or metrics.cka.batch_size >= 4,
-          "metrics.cka.batch_size", metrics.cka.batch_size,
-          "null (full-batch CKA) or >= 4 (the unbiased estimator needs 4 rows per batch)")
-    dib = metrics.dib
-    check(dib.epochs >= 1, "metrics.dib.epochs", dib.epochs, ">= 1")
-    check(dib.minimality_epochs is None or dib.minimality_epochs >= 1,
-          "metrics.dib.minimality_epochs", dib.minimality_epochs, "null or >= 1")
-    check(metrics.reinit.rand_seed != t.seed, "metrics.reinit.rand_seed",
-          metrics.reinit.rand_seed,
-          f"a seed other than trainer.seed={t.seed} (which reproduces init.pt)")
     check(cfg.logger.name in ("wandb", "local"), "logger.name", cfg.logger.name,
           "one of ['wandb', 'local']")
     check(cfg.logger.mode in ("offline", "online", "disabled"), "logger.mode", cfg.logger.mode,
@@ -505,16 +421,51 @@ def comparable(config: dict[str, Any]) -> dict[str, Any]:
 LEGACY_WHEN_FLAGS = {"collapse": "every", "binarity": "every", "same_encoding": "every"}
 
 
+# Keys that only some options of a group use: the option's yaml sets them, the others leave
+# them null, so a config.yaml says only what applies to its run.
+OPTION_KEYS = {"model": ("widths",),
+               "dataset": ("image_size", "channels", "num_classes", "train_size", "test_size")}
+
+
+@functools.cache
+def option_yaml(group: str, option: str) -> dict[str, Any]:
+    """``conf/<group>/<option>.yaml`` as a dict (read once, torch-free); {} when absent."""
+    path = importlib.resources.files("latentgeo.conf").joinpath(f"{group}/{option}.yaml")
+    if not path.is_file():
+        return {}
+    return OmegaConf.to_container(OmegaConf.create(path.read_text()))  # type: ignore[return-value]
+
+
+def default_metrics() -> dict[str, Any]:
+    """``conf/metrics/default.yaml``: every family's default node."""
+    return option_yaml("metrics", "default")
+
+
 def upgrade(config: dict[str, Any]) -> dict[str, Any]:
-    """A config.yaml written before the ``when`` vocabulary, in today's keys (numbers and
-    meaning unchanged): ``metrics.collapse: true`` -> ``{when: every}``,
+    """A config.yaml written by an older version, in today's keys (numbers and meaning
+    unchanged): ``metrics.collapse: true`` -> ``{when: every}``,
     ``hyperplanes.enabled`` -> ``when: init+every:1 | off``, ``dib.every: N`` ->
     ``when: every:N | off``, ``reinit.at_end`` -> ``when: last | off``,
-    ``store_penultimate`` -> ``penultimate.when: last | off``."""
+    ``store_penultimate`` -> ``penultimate.when: last | off``; a family node it lacks (and a
+    key of a node: its options were schema defaults then) -> its line in
+    ``conf/metrics/default.yaml``, what the schema's defaults were; an ``OPTION_KEYS`` key
+    that the run's option does not set (a schema default then, never used) -> null."""
     config = copy.deepcopy(config)
+    for group, keys in OPTION_KEYS.items():
+        node = config.get(group)
+        if isinstance(node, dict) and isinstance(node.get("name"), str):
+            used = option_yaml(group, node["name"])
+            for key in keys:
+                if key in node and key not in used:
+                    node[key] = None
     metrics = config.get("metrics")
     if not isinstance(metrics, dict):
         return config
+    for name, node in family_nodes(default_metrics()).items():
+        if isinstance(metrics.get(name), dict):
+            metrics[name] = {**node, **metrics[name]}
+        elif name not in metrics:
+            metrics[name] = copy.deepcopy(node)
     for name, on in LEGACY_WHEN_FLAGS.items():
         if isinstance(metrics.get(name), bool):
             metrics[name] = {"when": on if metrics[name] else "off"}
@@ -539,8 +490,16 @@ def upgrade(config: dict[str, Any]) -> dict[str, Any]:
 def to_container(cfg: DictConfig | TrainConfig) -> dict[str, Any]:
     """The resolved config as plain dicts and lists (what config.yaml holds)."""
     if isinstance(cfg, TrainConfig):
-        return dataclasses.asdict(cfg)
+        return {f.name: _plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, DictConfig):
+        return OmegaConf.to_container(value, resolve=True)
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    return copy.deepcopy(value)
 
 
 def to_typed(cfg: DictConfig | dict[str, Any] | TrainConfig) -> TrainConfig:
@@ -550,7 +509,20 @@ def to_typed(cfg: DictConfig | dict[str, Any] | TrainConfig) -> TrainConfig:
     if isinstance(cfg, DictConfig):
         cfg = OmegaConf.to_container(cfg, resolve=True)
     merged = OmegaConf.merge(schema(), upgrade(cfg))  # merge copies: the schema stays clean
-    return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    typed: TrainConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    typed.metrics = typed_metrics(typed.metrics)
+    return typed
+
+
+def typed_metrics(metrics: dict[str, Any]) -> DictConfig:
+    """``metrics`` with MetricsConfig's keys typed (a wrong type fails as at composition),
+    the family nodes as composed; read-only, and a key that is not there raises."""
+    settings = {k: v for k, v in metrics.items() if k in METRICS_SETTINGS}
+    typed = OmegaConf.merge(OmegaConf.structured(MetricsConfig), settings)
+    node = OmegaConf.create({**OmegaConf.to_container(typed), **family_nodes(metrics)})
+    OmegaConf.set_struct(node, True)
+    OmegaConf.set_readonly(node, True)
+    return node
 
 
 @functools.cache
@@ -575,9 +547,9 @@ def run_name(name: str | None, dataset: str, model: str, head: str, overrides: s
     readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", name or f"{dataset}-{model}-{head}")
     # a leading dot would hide the run dir (``ls``, ``runs`` and ``load_runs`` skip dot dirs)
     readable = re.sub(r"^\.+", "_", readable)
-    # a file name has at most 255 bytes: a longer name= fails validation (build.MAX_NAME),
-    # with this dir (cut) as its record, instead of an OSError before the run starts
-    return f"{readable[:200]}-{digest}"
+    # a file name has at most 255 bytes: a longer name= fails validation (MAX_NAME), with
+    # this dir (cut) as its record, instead of an OSError before the run starts
+    return f"{readable[:MAX_NAME]}-{digest}"
 
 
 def sweep_id() -> str:
@@ -596,6 +568,18 @@ def check_sweep_id(value: str) -> None:
     ``.x`` would hide it from ``runs``."""
     check(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", value) is not None, "LATENTGEO_SWEEP_ID",
           value, "letters, digits, _ . - (not starting with . or -), as a sweep prints it")
+
+
+def compose(overrides: Sequence[str] = (), config_dir: str | Path | None = None) -> DictConfig:
+    """``conf/train.yaml`` composed with ``overrides`` (as the command line takes them) without
+    running anything; ``config_dir``: a conf/ tree to compose from instead of the package's
+    (a copy with a new option, say). Hydra's own errors name a bad key or option."""
+    if config_dir is None:
+        context = initialize_config_module("latentgeo.conf", version_base=None)
+    else:
+        context = initialize_config_dir(str(Path(config_dir).resolve()), version_base=None)
+    with context:
+        return hydra_compose("train", overrides=list(overrides))
 
 
 def register_configs() -> None:

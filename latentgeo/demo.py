@@ -21,10 +21,12 @@ import sys
 import time
 from pathlib import Path
 
+from latentgeo.config import DatasetUnavailable, compose, to_typed
+from latentgeo.data import load_dataset
+from latentgeo.models import HEADS
 from latentgeo.records import RunDir, SweepDir
 from latentgeo.report import build_report, missing_reason
 
-HEADS = ("bin_enc", "lin_pen", "nonlin_pen", "no_pen")
 COLUMNS = [
     ("test/accuracy", "test acc"),
     ("train/same_encoding_fraction", "same enc train"),
@@ -101,14 +103,7 @@ def verdict(rows: list[tuple[str, str, dict, str]]) -> str:
 def fashion_mnist_available(overrides: list[str]) -> bool:
     """Whether ``experiment=demo``'s data load here (offline: Debian's mirror), loading them
     once so the parallel jobs find them unpacked."""
-    from hydra import compose, initialize_config_module
-
-    import latentgeo.train  # noqa: F401  (schema and resolvers)
-    from latentgeo.config import DatasetUnavailable, to_typed
-    from latentgeo.data import load_dataset
-
-    with initialize_config_module("latentgeo.conf", version_base=None):
-        cfg = to_typed(compose("train", overrides=["experiment=demo", *overrides]))
+    cfg = to_typed(compose(["experiment=demo", *overrides]))
     try:
         load_dataset(cfg.dataset)
     except DatasetUnavailable:  # where it looked and the URL: a run would say; the demo moves on

@@ -26,13 +26,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_module
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from latentgeo import families
-from latentgeo.build import load_run, run_config, validate
-from latentgeo.config import ConfigError, Schedule, upgrade
+from latentgeo.build import load_run, run_config
+from latentgeo.checks import validate
+from latentgeo.config import ConfigError, Schedule, compose, upgrade
 from latentgeo.data import DatasetUnavailable
 from latentgeo.records import DISK_FULL, LockHeld, RunDamaged, RunDir, is_run_dir, write_problem
 from latentgeo.runtime import load_checkpoint
@@ -56,8 +56,7 @@ def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, A
             fixed = f"; {group} is fixed by the checkpoint" if group in FIXED_GROUPS else ""
             raise ConfigError(f"{override.input_line}: evaluate swaps only the groups "
                               f"{list(GROUP_OVERRIDES)}; use key=value for single keys{fixed}")
-        with initialize_config_module("latentgeo.conf", version_base=None):
-            option = compose("train", overrides=[override.input_line])
+        option = compose([override.input_line])
         tree[group] = option[group]
     for override in keys:
         group = override.key_or_group.split(".")[0]

@@ -17,13 +17,13 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from latentgeo.config import (
-    ConfigError,
     HeadConfig,
     OptimizerConfig,
     ScheduleConfig,
     TrainerConfig,
 )
 from latentgeo.data.loaders import Loader, Loaders
+from latentgeo.models.base import HEADS
 from latentgeo.models.relu_alpha import (
     OscillationTracker,
     alpha_l1,
@@ -55,8 +55,8 @@ def gamma_at(epoch: int, start: float, factor: float, step: int, maximum: float)
 
 
 def head_gamma(head: HeadConfig, epoch: int) -> float | None:
-    """The γ of ``epoch`` for bin_enc; None for heads without the compression loss."""
-    if head.name != "bin_enc":
+    """The γ of ``epoch`` for a compressed head (bin_enc); None for the others."""
+    if not HEADS[head.name].compressed:
         return None
     return gamma_at(epoch, head.gamma_start, head.gamma_factor, head.gamma_step, head.gamma_max)
 
@@ -130,7 +130,7 @@ def build_optimizer(optimizer: OptimizerConfig, model: nn.Module) -> torch.optim
 
 
 # head.penalty -> the compression penalty on x_pen that γ multiplies (BE §1.3; BE-dev's
-# loss_pen_funct); the allowed names are config.HEAD_PENALTIES (check_values reads those)
+# loss_pen_funct); the one list of the allowed names (``validate`` reads it)
 PENALTIES: dict[str, Callable[[Tensor], Tensor]] = {
     "mse": lambda x_pen: x_pen.pow(2).mean(),  # BE: mse_loss(x_pen, 0)
     "exp": lambda x_pen: torch.exp(x_pen.pow(2).mean()),  # BE-dev: exp(mean x²)
@@ -144,9 +144,6 @@ def loss_terms(logits: Tensor, x_pen: Tensor, y: Tensor, gamma: float | None,
     ``head_penalty`` names the penalty (``PENALTIES``: mse, exp, l1)."""
     loss = nn.functional.cross_entropy(logits, y)
     if gamma is not None:
-        if head_penalty not in PENALTIES:
-            raise ConfigError(f"head.penalty={head_penalty!r} is not allowed: "
-                              f"one of {list(PENALTIES)}")
         loss = loss + gamma * PENALTIES[head_penalty](x_pen)
     return loss
 
@@ -194,9 +191,6 @@ def classifier_loss(gamma: float | None, penalty: Callable[[], Tensor] | None = 
                     head_penalty: str = "mse") -> LossFn:
     """The main run's loss: CE (+ γ·``head_penalty``(x_pen) for bin_enc, ``loss_terms``)
     (+ an extra penalty term, e.g. ReLU_α's L1)."""
-    if head_penalty not in PENALTIES:  # fail when the loss is built, not at the first step
-        raise ConfigError(f"head.penalty={head_penalty!r} is not allowed: "
-                          f"one of {list(PENALTIES)}")
 
     def loss_fn(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         logits, x_pen = model(x)
@@ -210,10 +204,13 @@ def classifier_loss(gamma: float | None, penalty: Callable[[], Tensor] | None = 
 
 def train_epoch(model: nn.Module, loader: Loader, optimizer: torch.optim.Optimizer,
                 epoch: int, loss_fn: LossFn, bar: tqdm | None = None,
-                after_step: Callable[[], None] | None = None,
-                autocast_dtype: torch.dtype | None = None) -> dict[str, float]:
-    """One pass over the shuffled train split. Loss and hits accumulate on the device; the
-    host reads them only every ``REFRESH`` steps (for the progress bar) and at the end."""
+                after_step: Callable[[], bool | None] | None = None,
+                autocast_dtype: torch.dtype | None = None,
+                max_steps: int | None = None) -> dict[str, float]:
+    """One pass over the shuffled train split, or its first ``max_steps`` steps; an
+    ``after_step`` that returns True ends it after that step (the LR range test's early stop).
+    Loss and hits accumulate on the device; the host reads them only every ``REFRESH`` steps
+    (for the progress bar) and at the end."""
     model.train()
     device_type = loader.device.type
     loss_sum = torch.zeros((), device=loader.device)
@@ -226,8 +223,7 @@ def train_epoch(model: nn.Module, loader: Loader, optimizer: torch.optim.Optimiz
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if after_step is not None:
-            after_step()
+        stop = after_step() if after_step is not None else False
         loss_sum += loss.detach() * len(y)
         hits += correct
         seen += len(y)
@@ -236,6 +232,8 @@ def train_epoch(model: nn.Module, loader: Loader, optimizer: torch.optim.Optimiz
             if step % REFRESH == 0:
                 bar.set_postfix(epoch=epoch, loss=f"{loss_sum.item() / seen:.4f}",
                                 acc=f"{hits.item() / seen:.3f}", refresh=False)
+        if stop or step == max_steps:
+            break
     mean_loss = loss_sum.item() / seen
     if not math.isfinite(mean_loss):
         raise TrainingDiverged(f"non-finite training loss ({mean_loss}) in epoch {epoch}")

@@ -1,4 +1,5 @@
-"""Sinks for metrics besides the run record: wandb (offline by default) and stdout.
+"""The sink for metrics besides the run record: wandb (offline by default). (The progress
+bar and the per-epoch line on the terminal are ``engine.fit``'s, not a sink.)
 
 wandb never decides whether a run succeeds: if it cannot start we warn and carry on with the
 local records; ``finish`` is always called, with exit code 1 when the run failed.

@@ -42,19 +42,22 @@ class JobFailed(CompactHydraException):
 
 
 def train(cfg: DictConfig | TrainConfig, run_dir: Path, group: str | None = None,
-          overrides: list[str] | None = None) -> dict:
+          overrides: list[str] | None = None, values_checked: bool = False) -> dict:
     """Run (or resume) one training run into ``run_dir``; returns its summary
     (``latentgeo.training.train``, imported on first use: it brings torch)."""
     from latentgeo import training  # start-up cost only, not a cycle: see the module docstring
 
-    return training.train(cfg, run_dir, group, overrides)
+    return training.train(cfg, run_dir, group, overrides, values_checked)
 
 
-def reject_bad_values(cfg: DictConfig, run_dir: Path) -> None:
-    """``config.check_values`` on the composed config; a bad value is recorded ``failed`` in a
-    run dir that holds no record yet (a sweep's summary shows why), then raised."""
+def reject_bad_values(cfg: DictConfig, run_dir: Path) -> TrainConfig:
+    """The composed config, typed, once ``config.check_values`` passed; a bad value is recorded
+    ``failed`` in a run dir that holds no record yet (a sweep's summary shows why), then
+    raised."""
     try:
-        check_values(to_typed(cfg))
+        typed = to_typed(cfg)
+        check_values(typed)
+        return typed
     except ConfigError as error:
         run = RunDir(run_dir)
         if not run.exists():
@@ -69,8 +72,9 @@ def main(cfg: DictConfig) -> float | None:
     group = Path(hydra_cfg.sweep.dir).name if multirun else None
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
-        reject_bad_values(cfg, run_dir)  # before torch is imported
-        summary = train(cfg, run_dir, group, list(hydra_cfg.overrides.task))
+        typed = reject_bad_values(cfg, run_dir)  # before torch is imported
+        summary = train(typed, run_dir, group, list(hydra_cfg.overrides.task),
+                        values_checked=True)
     except (ConfigError, DatasetUnavailable, RunDamaged, LockHeld, RunFailed) as error:
         # a kind of RunFailed (TrainingDiverged) is named, as in the recorded reason
         kind = "" if type(error) is RunFailed or not isinstance(error, RunFailed) else (

@@ -12,7 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from latentgeo.analysis.lr_find import suggest_lr, write_lr_find
-from latentgeo.build import load_data, make_loaders, resolve_device, validate
+from latentgeo.build import check_data, load_data, make_loaders, resolve_device
+from latentgeo.checks import validate
 from latentgeo.config import (
     ConfigError,
     TrainConfig,
@@ -80,10 +81,11 @@ def resume_epoch(run: RunDir) -> int:
 
 
 def train(cfg: DictConfig | TrainConfig, run_dir: Path, group: str | None = None,
-          overrides: list[str] | None = None) -> dict:
+          overrides: list[str] | None = None, values_checked: bool = False) -> dict:
     """Run (or resume) one training run into ``run_dir``; returns its summary. The run dir is
     owned by this process throughout (a second writer is refused); whatever fails after the
-    checks is recorded in status.json as failed (or interrupted, for a signal)."""
+    checks is recorded in status.json as failed (or interrupted, for a signal).
+    ``values_checked``: the caller ran ``config.check_values`` (the command line does)."""
     cfg = to_typed(cfg)
     run = RunDir(run_dir)
     config = scrub_secrets(to_container(cfg))
@@ -99,19 +101,20 @@ def train(cfg: DictConfig | TrainConfig, run_dir: Path, group: str | None = None
         if run.state == "ok":
             print(f"run already complete: {run_dir} (trainer.resume=false starts it afresh)")
             return summarize(run.events())
-        return record_run(cfg, run, config, config_yaml, group, overrides)
+        return record_run(cfg, run, config, config_yaml, group, overrides, values_checked)
 
 
 def record_run(cfg: TrainConfig, run: RunDir, config: dict, config_yaml: str,
-               group: str | None, overrides: list[str] | None) -> dict:
+               group: str | None, overrides: list[str] | None,
+               values_checked: bool = False) -> dict:
     """Everything from reading the checkpoint to the summary, inside the recorded region."""
     sink = None
     try:
         resumed_epoch = resume_epoch(run)
         run.start(config_yaml, resumed_epoch, overrides)
-        validate(cfg)
+        validate(cfg, values_checked)
         data, ood = load_data(cfg)
-        validate(cfg, num_classes=data.num_classes)
+        check_data(cfg, data.num_classes)
         set_threads(cfg.trainer.num_threads)
         seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
         device = resolve_device(cfg.trainer.device)

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
-import latentgeo.train  # noqa: F401  (registers the schema and resolvers)
+import latentgeo.train  # noqa: F401  (registers the workstation launcher plugin)
+from latentgeo.config import compose
 from latentgeo.runtime import PAUSE_DIR
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,9 +36,8 @@ def _offline_env(monkeypatch, tmp_path):
     monkeypatch.delenv("LATENTGEO_SWEEP_ID", raising=False)
 
 
-def compose_cfg(overrides: list[str]) -> DictConfig:
-    with initialize_config_module("latentgeo.conf", version_base=None):
-        return compose("train", overrides=overrides)
+def compose_cfg(overrides: list[str], config_dir: Path | None = None) -> DictConfig:
+    return compose(overrides, config_dir)
 
 
 def run_cli(args: list[str], cwd: Path | None = None, env: dict | None = None,

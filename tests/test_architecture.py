@@ -11,19 +11,20 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 # bottom to top; a module may import its own layer (without a cycle) and the layers below
 LAYERS = [
-    ("foundation", ["latentgeo.config", "latentgeo.records", "latentgeo.runtime",
-                    "latentgeo.signals", "latentgeo.synthetic_sweep", "latentgeo.results_cache"]),
+    ("foundation", ["latentgeo.config", "latentgeo.plugins", "latentgeo.records",
+                    "latentgeo.runtime", "latentgeo.signals", "latentgeo.synthetic_sweep",
+                    "latentgeo.results_cache"]),
     ("components", ["latentgeo.data", "latentgeo.models", "latentgeo.metrics",
                     "latentgeo.figures", "latentgeo.tracking"]),
     ("loop", ["latentgeo.loop"]),
     ("run building", ["latentgeo.build"]),
     ("analyses", ["latentgeo.analysis"]),
     ("metric families", ["latentgeo.families"]),
-    ("engine", ["latentgeo.engine"]),
+    ("engine", ["latentgeo.engine", "latentgeo.checks"]),
     ("entry points", ["latentgeo.train", "latentgeo.training", "latentgeo.evaluate",
                       "latentgeo.aggregate", "latentgeo.results",
                       "latentgeo.report", "latentgeo.runs", "latentgeo.sync",
-                      "latentgeo.sweep_callback", "latentgeo.demo", "latentgeo.__main__",
+                      "latentgeo.sweep_callback", "latentgeo.demo",
                       "hydra_plugins.latentgeo_workstation"]),
 ]
 PACKAGE_ROOTS = ("latentgeo", "hydra_plugins/latentgeo_workstation")

@@ -13,6 +13,10 @@ from pathlib import Path
 import pytest
 import tomllib
 
+import latentgeo.checks
+import latentgeo.train
+import latentgeo.training  # noqa: F401  (imported before its checks are counted)
+from latentgeo import build, config, families
 from latentgeo.config import ConfigError, DatasetUnavailable
 from latentgeo.records import read_json, read_metrics
 from latentgeo.train import train
@@ -56,6 +60,26 @@ def test_bad_config_is_refused_with_a_clear_message(overrides, message, tmp_path
         train(cfg, tmp_path / "run")
     assert states(tmp_path) == ["failed"]
     assert message in read_json(tmp_path / "run" / "status.json")["reason"]
+
+
+def test_one_command_line_run_runs_each_check_once(monkeypatch):
+    """Each check wherever it is imported counts its calls: the command line checks the values
+    before torch, the run the registries' names and the families' nodes before building, and
+    the class count once the data are loaded."""
+    counts: dict[str, int] = {}
+    checks = {"check_values": config.check_values, "check_names": build.check_names,
+              "check_metrics": families.check_metrics, "check_data": build.check_data}
+    for name, original in checks.items():
+        def counting(*args, _name=name, _original=original, **kwargs):
+            counts[_name] = counts.get(_name, 0) + 1
+            return _original(*args, **kwargs)
+
+        for module in [m for n, m in sys.modules.items() if n.startswith("latentgeo")]:
+            if getattr(module, name, None) is original:
+                monkeypatch.setattr(module, name, counting)
+    monkeypatch.setattr(sys, "argv", ["latentgeo-train", *TINY, "trainer.epochs=1"])
+    latentgeo.train.main()
+    assert counts == {"check_values": 1, "check_names": 1, "check_metrics": 1, "check_data": 1}
 
 
 def test_a_bad_value_exits_2_from_the_command_line(tmp_path):

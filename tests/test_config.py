@@ -9,8 +9,9 @@ import torch
 from omegaconf import OmegaConf
 
 from latentgeo import families
-from latentgeo.build import resolve_device, validate
-from latentgeo.config import ConfigError, to_typed
+from latentgeo.build import check_data, resolve_device
+from latentgeo.checks import validate
+from latentgeo.config import ConfigError, comparable, to_container, to_typed, upgrade
 from latentgeo.data import DATASETS, load_dataset
 from latentgeo.loop import build_optimizer, lr_factor
 from latentgeo.models import MODELS, build_model
@@ -195,9 +196,10 @@ def test_every_variant_is_the_head_its_name_says(option):
 
 def test_validation_names_key_value_and_allowed():
     cfg = compose_cfg(["head=bin_enc", "head.penultimate_nodes=3"])
+    validate(cfg)
     with pytest.raises(ConfigError, match=r"head.penultimate_nodes=3 .*number of classes \(10\)"):
-        validate(cfg, num_classes=10)
-    validate(cfg, num_classes=8)  # 2^3 >= 8 is fine
+        check_data(to_typed(cfg), 10)
+    check_data(to_typed(cfg), 8)  # 2^3 >= 8 is fine
     cfg = compose_cfg(["metrics.perturbation.when=sometimes"])
     with pytest.raises(ConfigError, match=r"metrics.perturbation.when='sometimes'.*every:N, last"):
         validate(cfg)
@@ -207,3 +209,21 @@ def test_validation_names_key_value_and_allowed():
     cfg = compose_cfg(["model.activation=swish"])
     with pytest.raises(ConfigError, match=r"model.activation='swish'.*relu_alpha"):
         validate(cfg)
+
+
+def test_a_composed_config_holds_only_the_keys_its_options_use():
+    """vgg11 on fashion_mnist: no MLP widths and no generated-data sizes in its config.yaml;
+    mlp and synthetic get theirs from their yaml; an old config.yaml that carried the
+    schema's defaults for them reads as today's (so its run dir still resumes)."""
+    cfg = to_typed(compose_cfg(["model=vgg11", "dataset=fashion_mnist"]))
+    assert cfg.model.widths is None
+    assert [getattr(cfg.dataset, k) for k in ("image_size", "channels", "num_classes",
+                                              "train_size", "test_size")] == [None] * 5
+    used = to_typed(compose_cfg(["model=mlp", "dataset=synthetic"]))
+    assert used.model.widths == [512, 256]
+    assert (used.dataset.image_size, used.dataset.train_size) == (16, 2000)
+    old = to_container(cfg)
+    old["model"]["widths"] = [512, 256]
+    old["dataset"].update(image_size=32, channels=3, num_classes=10, train_size=2000,
+                          test_size=500)
+    assert comparable(to_container(to_typed(upgrade(old)))) == comparable(to_container(cfg))

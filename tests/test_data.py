@@ -10,7 +10,7 @@ import torch
 
 from latentgeo.data import DatasetUnavailable, TensorLoader, load_dataset, load_digits
 from latentgeo.data.datasets import SYSTEM_MIRRORS, channel_stats, load_synthetic
-from latentgeo.data.loader import normalize, random_crop_flip
+from latentgeo.data.tensor_loader import normalize, random_crop_flip
 from tests.conftest import compose_cfg
 
 FASHION_MIRROR = SYSTEM_MIRRORS["FashionMNIST"][0]
@@ -151,9 +151,9 @@ def test_dataset_options_compose_in_order_on_a_real_bundle():
     # resize_pad: content in the centre 8x8, zero border of 4
     assert data.test.x[:, :, :4].max() == 0 and data.test.x[:, :, -4:].max() == 0
     # label noise 1.0: every train label differs from the clean pipeline's (same images)
-    noiseless = load_dataset(compose_cfg([f"dataset.{k}={v}" for k, v in (
-        ("name", "synthetic"), ("image_size", 8), ("train_size", 400), ("test_size", 200),
+    noiseless = load_dataset(compose_cfg(["dataset=synthetic", *(f"dataset.{k}={v}" for k, v in (
+        ("image_size", 8), ("train_size", 400), ("test_size", 200),
         ("classes", "[3,1,2]"), ("train_subset.size_per_class", 30), ("val_split", 0.2),
-        ("resize_pad", 16))]).dataset)
+        ("resize_pad", 16)))]).dataset)
     assert torch.equal(noiseless.train.x, data.train.x)
     assert (noiseless.train.y != data.train.y).all() and data.train.y.max() <= 2

@@ -76,8 +76,8 @@ def test_a_missing_checkpoint_or_a_fixed_group_is_a_clear_error(trained, capsys)
     assert "fixed by the checkpoint" in capsys.readouterr().err
     assert evaluate.main([str(trained), "metrics.nc1.when=sometimes"]) == 2
     assert "metrics.nc1.when='sometimes'" in capsys.readouterr().err
-    assert evaluate.main([str(trained), "metrics.accuracy.when=every"]) == 2
-    assert "metrics.accuracy is not a key of the run's config; metrics has [" in \
+    assert evaluate.main([str(trained), "metrics.colapse.when=every"]) == 2
+    assert "metrics.colapse is not a key of the run's config; metrics has [" in \
         capsys.readouterr().err
     assert evaluate.main([str(trained.parent / "nothing")]) == 2
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from latentgeo.build import validate
+from latentgeo.checks import validate
 from latentgeo.config import ConfigError
 from latentgeo.data import load_dataset
 from latentgeo.records import RunDir

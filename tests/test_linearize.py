@@ -1,4 +1,5 @@
-"""Folding linear ReLU_α sites (reference §4.2): the folded list and the accuracies against a
+"""Folding linear ReLU_α sites (docs/definitions.md §4.2): the folded list and the accuracies
+against a
 hand-folded reference, the CLI on a real tiny run with hand-set α, and the α-trajectory plot."""
 
 from __future__ import annotations

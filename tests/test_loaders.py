@@ -13,7 +13,7 @@ import torch
 
 from latentgeo.data import Split, TensorLoader, load_synthetic
 from latentgeo.data.datasets import channel_stats
-from latentgeo.data.loader import PAD, normalize
+from latentgeo.data.tensor_loader import PAD, normalize
 from latentgeo.data.torch_loader import TorchLoader
 from latentgeo.loop import build_optimizer, classifier_loss, train_epoch
 from latentgeo.models import build_model

@@ -17,7 +17,7 @@ from latentgeo.analysis import lr_find as lf
 from latentgeo.build import make_loaders
 from latentgeo.data import load_dataset
 from latentgeo.data.datasets import Split
-from latentgeo.data.loader import TensorLoader, normalize
+from latentgeo.data.tensor_loader import TensorLoader, normalize
 from latentgeo.loop import classifier_loss, gamma_at
 from latentgeo.models import build_model
 from tests.conftest import TINY, compose_cfg

@@ -4,6 +4,8 @@ splits, one module per activation site, torchvision parameter parity, pretrained
 from __future__ import annotations
 
 import math
+import shutil
+import sys
 import urllib.error
 from pathlib import Path
 
@@ -14,9 +16,15 @@ import yaml
 from torch import nn
 from torchvision.models import WeightsEnum
 
+from latentgeo import models
 from latentgeo.models import MODELS
 from latentgeo.models.activations import make_activation
 from latentgeo.models.base import HEADS, Backbone, BackboneSpec, Classifier, Head, count_parameters
+from latentgeo.plugins import import_modules
+from latentgeo.records import RunDir
+from latentgeo.train import train
+from tests.conftest import TINY as TINY_RUN
+from tests.conftest import compose_cfg
 
 BATCH, NUM_CLASSES, PENULTIMATE = 4, 5, 3
 REPO = Path(__file__).resolve().parents[1]
@@ -376,3 +384,45 @@ def test_invalid_specs_are_rejected(name, spec, match):
 def test_torchvision_native_activation_cannot_be_replaced_silently(name, wrong):
     with pytest.raises(ValueError, match=f"model.activation.*allowed: {NATIVE_ACTIVATION[name]}"):
         MODELS[name](TINY[name][0], make_activation(wrong))
+
+
+TOY_BACKBONE = '''
+"""A toy backbone: Flatten -> Linear -> act."""
+import math
+
+from torch import nn
+
+from latentgeo.models.base import Backbone, register_model
+
+
+@register_model("toy_linear")
+def toy_linear(spec, activation):
+    width = spec.width or 16
+    block = nn.Sequential(nn.Linear(math.prod(spec.input_shape), width), activation(width))
+    return Backbone(nn.Flatten(), [("layer1", block)], nn.Identity(), feature_dim=width)
+'''
+
+
+def test_a_new_backbone_is_its_module_and_its_yaml(tmp_path, monkeypatch):
+    """The module dropped into latentgeo.models (found as every backbone is found) and one
+    yaml in conf/model/: composes, trains and is measured, no other file touched."""
+    package = tmp_path / "package"
+    package.mkdir()
+    (package / "toy_linear.py").write_text(TOY_BACKBONE)
+    monkeypatch.setattr(models, "__path__", [*models.__path__, str(package)])
+    conf = tmp_path / "conf"
+    shutil.copytree(REPO / "conf", conf)
+    (conf / "model" / "toy_linear.yaml").write_text("name: toy_linear\nwidth: 12\n"
+                                                    "activation: relu\n")
+    try:
+        import_modules([str(package)], "latentgeo.models")
+        cfg = compose_cfg([*TINY_RUN, "model=toy_linear", "metrics=none"], config_dir=conf)
+        train(cfg, tmp_path / "run")
+    finally:
+        MODELS.pop("toy_linear", None)
+        sys.modules.pop("latentgeo.models.toy_linear", None)
+    events = RunDir(tmp_path / "run").events()
+    assert [e["epoch"] for e in events if "test/accuracy" in e] == [1, 2]
+    weights = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    # model.width=8 (TINY) over the yaml's 12; 8x8 RGB synthetic images
+    assert weights["model"]["backbone.blocks.layer1.0.weight"].shape == (8, 3 * 8 * 8)

@@ -19,10 +19,11 @@ import torch
 from torch import nn
 
 from latentgeo import evaluate, families
-from latentgeo.build import make_loaders, validate
+from latentgeo.build import make_loaders
+from latentgeo.checks import validate
 from latentgeo.config import ConfigError, to_typed
 from latentgeo.data import load_dataset
-from latentgeo.data.loader import normalize
+from latentgeo.data.tensor_loader import normalize
 from latentgeo.metrics.cka import (
     centered_gram,
     full_cka_pairs,

@@ -9,7 +9,9 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from latentgeo import aggregate
-from latentgeo.build import validate
+from latentgeo.build import check_data
+from latentgeo.checks import validate
+from latentgeo.config import to_typed
 from latentgeo.records import read_metrics
 from tests.conftest import run_cli
 from tests.test_launchers import compose_all, compose_cfg_with_hydra, only_sweep_dir, summary_line
@@ -50,7 +52,8 @@ def test_binenc_presets_expand_to_bes_63_jobs(preset):
     # last one of each so that its LR and seed overrides are checked to land too
     last_of_variant = {job_value(j, "variant"): j for j in jobs}
     for variant, cfg in zip(last_of_variant, compose_all(list(last_of_variant.values()))):
-        validate(cfg, num_classes=classes)
+        validate(cfg)
+        check_data(to_typed(cfg), classes)
         head, p, dropout = BE_VARIANTS[variant]
         assert (cfg.head.name, cfg.head.dropout_penultimate) == (head, dropout)
         if head != "no_pen":
@@ -72,7 +75,8 @@ def test_binenc_demo_preset_is_the_notebook_setup():
     configs = compose_all(jobs)
     assert sorted(c.head.name for c in configs) == ["bin_enc", "lin_pen", "no_pen", "nonlin_pen"]
     for cfg in configs:
-        validate(cfg, num_classes=10)
+        validate(cfg)
+        check_data(to_typed(cfg), 10)
         assert (cfg.dataset.name, cfg.trainer.epochs, cfg.optimizer.lr) == ("cifar10", 50, 5e-4)
         assert (cfg.head.penultimate_nodes, cfg.head.gamma_factor) == (4, 1.3)
         assert cfg.head.gamma_start * 1.3**50 < cfg.head.gamma_max  # never capped

@@ -1,5 +1,5 @@
-"""ReLU_α (reference §4, seed 004): exact end points, gradients, annealing, penalty training,
-channel broadcasting, oscillation freezing and folding."""
+"""ReLU_α (docs/definitions.md §4, seed 004): exact end points, gradients, annealing, penalty
+training, channel broadcasting, oscillation freezing and folding."""
 
 from __future__ import annotations
 

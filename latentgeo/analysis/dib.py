@@ -14,8 +14,8 @@ of the train split train on the train split, those of the test split on the test
   (``latentgeo.metrics.dib.dib_labels``: the base-C digits of each sample's index in its class).
 
 H = the *empirical* entropy of the split's labels / digits (``digit_entropies``); TH assumes
-log₂ C everywhere, which is wrong for unbalanced classes and leading digits (reference §5
-note 7). CE_final (nats) = what ``engine.train_epoch`` returns as ``train/running_loss`` for the
+log₂ C everywhere, which is wrong for unbalanced classes and leading digits (docs/definitions.md §5
+note 7). CE_final (nats) = what ``loop.train_epoch`` returns as ``train/running_loss`` for the
 last decoder-training epoch: the batch-size-weighted mean over that epoch's samples of the
 per-batch training CE, measured while the decoder's parameters change within the epoch, decoder
 in train mode (TH: Lightning's epoch-level ``train_loss``). Both terms are therefore *training*
@@ -42,8 +42,8 @@ Deliberate differences from TH:
 Decoders: a deep copy of blocks[b:] + pool + head with every submodule that has
 ``reset_parameters`` reset (TH's rule; a module with parameters but no ``reset_parameters``,
 e.g. ``ReLUAlpha``, keeps its trained values). Their loss is plain cross-entropy (no γ·x_pen²
-term, no ReLU_α penalty). They train with ``engine.train_epoch`` and an
-optimizer from ``engine.build_optimizer`` with the run's optimizer name, LR and weight decay,
+term, no ReLU_α penalty). They train with ``loop.train_epoch`` and an
+optimizer from ``loop.build_optimizer`` with the run's optimizer name, LR and weight decay,
 constant LR (TH: no schedule), ``batch_size`` samples per step, shuffled by a ``TensorLoader``
 seeded with ``seed``; ``torch.manual_seed(seed)`` before every decoder set, so a key's value does
 not depend on which other blocks or splits are computed. The global RNG state is restored.
@@ -78,7 +78,7 @@ from torch import Tensor, nn
 from latentgeo.build import load_run, owning
 from latentgeo.config import OptimizerConfig
 from latentgeo.data.datasets import Split
-from latentgeo.data.loader import TensorLoader, normalize
+from latentgeo.data.tensor_loader import TensorLoader, normalize
 from latentgeo.loop import LossFn, TrainingDiverged, build_optimizer, train_epoch
 from latentgeo.metrics.dib import dib_labels, digit_entropies
 from latentgeo.models.base import Backbone, Classifier
@@ -123,8 +123,8 @@ def static_blocks(model: Classifier) -> list[str]:
 class FrozenEncoder(nn.Module):
     """A deep copy of a backbone used as ``encode(x, b)`` = stem + blocks[:b]; its parameters
     never require grad and it stays in eval mode: ``train()`` cannot switch it back (TH's copy
-    ran in train mode, reference §2.6). ``input_stem``: b = 0 returns the input itself (the
-    stem belongs to the decoder, ``input_is_block0``)."""
+    ran in train mode, docs/definitions.md §2.6). ``input_stem``: b = 0 returns the input itself
+    (the stem belongs to the decoder, ``input_is_block0``)."""
 
     def __init__(self, backbone: Backbone, input_stem: bool = False) -> None:
         super().__init__()
@@ -165,7 +165,7 @@ def reset_decoder(model: Classifier, num_blocks: int, keep_stem: bool = False) -
 
 class DecoderSet(nn.Module):
     """K independent decoders reading the same encoder output: ``forward(h)`` -> logits
-    ``[B, C, K]``. ``output_parameters`` lets ``engine.build_optimizer`` group it like a
+    ``[B, C, K]``. ``output_parameters`` lets ``loop.build_optimizer`` group it like a
     Classifier."""
 
     def __init__(self, decoders: Sequence[Classifier], start_block: int) -> None:

@@ -2,7 +2,7 @@
 
     python -m latentgeo.analysis.linearize RUN_DIR [--threshold 0.05] [--device D]
 
-ReLU_α(x) = x + α·ReLU(−x) (reference §4.2): α = 0 is the identity, so a site whose α is
+ReLU_α(x) = x + α·ReLU(−x) (docs/definitions.md §4.2): α = 0 is the identity, so a site whose α is
 ≤ ``threshold`` on every channel is replaced by ``nn.Identity`` (``fold_linear_alphas``). The
 folded function differs from the trained one by at most threshold·|x⁻| per folded site, and
 not at all for α exactly 0. Reports test top-1 before and after, a table (site, α mean, α max,

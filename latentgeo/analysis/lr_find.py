@@ -1,5 +1,5 @@
 """LR range test (Smith 2017, "Cyclical Learning Rates"; fastai / Lightning ``lr_find``; TH's
-``--tune``, reference §2.7).
+``--tune``, docs/definitions.md §2.7).
 
     python -m latentgeo.analysis.lr_find [the usual Hydra overrides]
         [optimizer.lr_find.min_lr=1e-8] [optimizer.lr_find.max_lr=1]
@@ -48,12 +48,20 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from latentgeo.build import load_data, make_loaders, resolve_device, validate
-from latentgeo.config import ConfigError, LRFindConfig, TrainConfig, to_typed, with_changes
+from latentgeo.build import check_data, check_names, load_data, make_loaders, resolve_device
+from latentgeo.config import (
+    ConfigError,
+    LRFindConfig,
+    TrainConfig,
+    check_values,
+    to_typed,
+    with_changes,
+)
 from latentgeo.data import DataBundle, DatasetUnavailable, Loader
 from latentgeo.loop import (
     LossFn,
     ReluAlphaHooks,
+    TrainingDiverged,
     build_optimizer,
     classifier_loss,
     head_gamma,
@@ -68,10 +76,6 @@ DEFAULTS = LRFindConfig()  # Lightning's defaults (Tuner.lr_find, _LRCallback, s
 SKIP_BEGIN, SKIP_END = 10, 1
 
 OptimizerFactory = Callable[[nn.Module], torch.optim.Optimizer]
-
-
-class _RangeTestOver(Exception):
-    """Raised from ``after_step`` to leave ``train_epoch`` when the ramp ends or diverges."""
 
 
 # ---------------------------------------------------------------------------- the curve
@@ -118,7 +122,7 @@ def lr_find(model: nn.Module, loader: Loader, optimizer_factory: OptimizerFactor
             beta: float = DEFAULTS.beta,
             after_step: Callable[[], None] | None = None,
             autocast_dtype: torch.dtype | None = None) -> dict[str, Any]:
-    """The LR range test of the module docstring through ``engine.train_epoch`` (epochs 1, 2,
+    """The LR range test of the module docstring through ``loop.train_epoch`` (epochs 1, 2,
     … of ``loader`` until ``steps`` steps are done or the loss diverges).
 
     ``optimizer_factory(model)`` builds the run's optimizer (its LR is overwritten every step,
@@ -147,7 +151,8 @@ def lr_find(model: nn.Module, loader: Loader, optimizer_factory: OptimizerFactor
         raw.append(loss.detach())
         return loss, correct
 
-    def step_done() -> None:
+    def step_done() -> bool:
+        """After each step: record its loss; True (end the test) when the loss diverged."""
         nonlocal best, stopped_early
         if after_step is not None:
             after_step()
@@ -159,23 +164,24 @@ def lr_find(model: nn.Module, loader: Loader, optimizer_factory: OptimizerFactor
                 early_stop_threshold is not None and step > 0
                 and current > early_stop_threshold * best):
             stopped_early = True
-            raise _RangeTestOver
+            return True
         best = min(best, current)
-        if step + 1 == steps:
-            raise _RangeTestOver
-        set_lr(schedule[step + 1])
+        if step + 1 < steps:
+            set_lr(schedule[step + 1])
+        return False
 
     set_lr(schedule[0])
     device = loader.device
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             epoch = 1
-            while True:
+            while len(losses) < steps and not stopped_early:
                 train_epoch(model, loader, optimizer, epoch, recording_loss, after_step=step_done,
-                            autocast_dtype=autocast_dtype)
+                            autocast_dtype=autocast_dtype, max_steps=steps - len(losses))
                 epoch += 1
-    except _RangeTestOver:
-        pass
+    except TrainingDiverged:  # the non-finite loss that ended the test (stopped_early)
+        if not stopped_early:
+            raise
     finally:
         model.load_state_dict(initial)
         model.train(was_training)
@@ -240,9 +246,10 @@ def run_range_test(cfg: DictConfig) -> None:
     run = RunDir(HydraConfig.get().runtime.output_dir)
     try:
         typed = to_typed(cfg)
-        validate(typed)
+        check_values(typed)  # no metric family runs here: the values and the names suffice
+        check_names(typed)
         data, _ = load_data(typed)
-        validate(typed, num_classes=data.num_classes)
+        check_data(typed, data.num_classes)
     except (ConfigError, DatasetUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

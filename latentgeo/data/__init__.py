@@ -11,8 +11,8 @@ from latentgeo.data.datasets import (
     load_digits,
     load_synthetic,
 )
-from latentgeo.data.loader import TensorLoader
 from latentgeo.data.loaders import EVAL_SPLITS, LOADERS, Loader, Loaders, make_loader, make_loaders
+from latentgeo.data.tensor_loader import TensorLoader
 
 __all__ = [
     "DATASETS",

@@ -18,12 +18,14 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from latentgeo.config import ConfigError, DatasetUnavailable
+from latentgeo.config import ConfigError, DatasetUnavailable, option_yaml
+from latentgeo.data import szt
 from latentgeo.records import exclusive_lock, file_mode
 
 
@@ -117,27 +119,32 @@ def _torchvision_split(class_name: str, root: Path, train: bool, download: bool)
     return Split(x.contiguous(), y)
 
 
-def load_torchvision(name: str, class_name: str, root: Path | None, download: bool) -> DataBundle:
+def load_torchvision(name: str, root: Path | None, download: bool) -> DataBundle:
+    """``TORCHVISION[name]`` from ``root`` (or the default root), else a system mirror, else
+    torchvision's download; DatasetUnavailable saying where it looked."""
+    class_name, num_classes = TORCHVISION[name]
     roots = [Path(root).expanduser()] if root else [default_root()]
     looked: list[str] = []
+
+    def read(where: Path, fetch: bool) -> DataBundle:
+        return _bundle(name, *(_torchvision_split(class_name, where, train, fetch)
+                               for train in (True, False)), num_classes)
+
     for candidate in roots:
         try:
-            return _bundle(name, *(_torchvision_split(class_name, candidate, t, False)
-                                   for t in (True, False)), NUM_CLASSES[name])
+            return read(candidate, False)
         except (RuntimeError, FileNotFoundError, OSError):
             looked.append(str(candidate))
     for mirror in SYSTEM_MIRRORS.get(class_name, []):
         looked.append(str(mirror))
         if mirror.is_dir() and install_mnist_mirror(mirror, roots[0], class_name):
-            return _bundle(name, *(_torchvision_split(class_name, roots[0], t, False)
-                                   for t in (True, False)), NUM_CLASSES[name])
+            return read(roots[0], False)
     if download:
         try:
             roots[0].mkdir(parents=True, exist_ok=True)
             # torchvision downloads to fixed file names: one job at a time per data set
             with exclusive_lock(roots[0] / f".latentgeo-{class_name}.lock"):
-                return _bundle(name, *(_torchvision_split(class_name, roots[0], t, True)
-                                       for t in (True, False)), NUM_CLASSES[name])
+                return read(roots[0], True)
         except Exception as error:  # noqa: BLE001 - any download failure means "unavailable"
             reason = f"download into {roots[0]} failed ({type(error).__name__}: {error})"
     else:
@@ -225,19 +232,19 @@ def load_synthetic(image_size: int, channels: int, num_classes: int, train_size:
     return _bundle("synthetic", sample(train_size), sample(test_size), num_classes)
 
 
+# dataset.name -> (torchvision's class, number of classes)
 TORCHVISION = {
-    "cifar10": "CIFAR10",
-    "cifar100": "CIFAR100",
-    "svhn": "SVHN",
-    "mnist": "MNIST",
-    "fashion_mnist": "FashionMNIST",
+    "cifar10": ("CIFAR10", 10),
+    "cifar100": ("CIFAR100", 100),
+    "svhn": ("SVHN", 10),
+    "mnist": ("MNIST", 10),
+    "fashion_mnist": ("FashionMNIST", 10),
 }
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "svhn": 10, "mnist": 10, "fashion_mnist": 10}
 
 
 def _torchvision_loader(name: str) -> Callable[..., DataBundle]:
     def load(cfg) -> DataBundle:
-        return load_torchvision(name, TORCHVISION[name], cfg.root, cfg.download)
+        return load_torchvision(name, cfg.root, cfg.download)
 
     return load
 
@@ -246,8 +253,6 @@ def load_szt_bundle(name: str, root: str | None) -> DataBundle:
     """Schwartz-Ziv & Tishby's 12-bit set as 1x1x12 images with pixels 0/255 (so that the
     loader's /255 gives the bits); train = test = all 4096 patterns, as TH does. ``szt`` reads
     the original labels from dataset.root; ``szt_synthetic`` uses a documented offline rule."""
-    from latentgeo.data import szt
-
     if name == "szt":
         try:
             x, y = szt.load_szt(Path(root).expanduser() if root else default_root())
@@ -291,13 +296,12 @@ def match_shape(split: Split, input_shape: tuple[int, int, int]) -> Split:
 
 def load_ood(name: str, in_cfg, input_shape: tuple[int, int, int]) -> DataBundle:
     """The OOD data set ``name`` (its test split), shaped like the in-distribution inputs."""
-    from types import SimpleNamespace
-
     channels, height, _ = input_shape
+    own = option_yaml("dataset", name)  # its sizes where the in-distribution set has none
+    sizes = {key: getattr(in_cfg, key) if getattr(in_cfg, key) is not None else own.get(key)
+             for key in ("num_classes", "train_size", "test_size")}
     cfg = SimpleNamespace(name=name, root=in_cfg.root, download=in_cfg.download,
-                          image_size=height, channels=channels, num_classes=in_cfg.num_classes,
-                          train_size=in_cfg.train_size, test_size=in_cfg.test_size,
-                          seed=in_cfg.seed + 1)
+                          image_size=height, channels=channels, seed=in_cfg.seed + 1, **sizes)
     ood = DATASETS[name](cfg)
     test = match_shape(ood.test, input_shape)
     return DataBundle(name, test, test, ood.num_classes, ood.mean, ood.std)

@@ -8,19 +8,19 @@ needs the raw images or labels takes the dataset's ``Split``, never a loader's f
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
+from omegaconf import DictConfig
 from torch import Tensor
 
-from latentgeo.config import DatasetConfig, MetricsConfig, TrainerConfig
+from latentgeo.config import DatasetConfig, TrainerConfig
 from latentgeo.data.datasets import DataBundle, Split
-from latentgeo.data.loader import TensorLoader, normalize
+from latentgeo.data.tensor_loader import TensorLoader, normalize
 
 EVAL_SPLITS = ("train", "test", "val")  # the splits a DataBundle can hold, in evaluation order
-LOADERS = ("tensor", "torch")  # dataset.loader
 
 
 class Loader(Protocol):
@@ -40,17 +40,31 @@ class Loader(Protocol):
     def epoch(self, epoch: int = 0) -> Iterator[tuple[Tensor, Tensor]]: ...
 
 
+def _tensor_loader(split: Split, mean: Tensor, std: Tensor, batch_size: int,
+                   device: torch.device, num_workers: int = 0, **options) -> Loader:
+    return TensorLoader(split, mean, std, batch_size=batch_size, device=device, **options)
+
+
+def _torch_loader(split: Split, mean: Tensor, std: Tensor, batch_size: int,
+                  device: torch.device, num_workers: int = 0, **options) -> Loader:
+    from latentgeo.data.torch_loader import TorchLoader  # torchvision's transforms: costly
+
+    return TorchLoader(split, mean, std, batch_size=batch_size, device=device,
+                       num_workers=num_workers, **options)
+
+
+# dataset.loader -> its constructor: tensor = the split resident on the training device,
+# batched augmentation; torch = DataLoader with per-sample transforms, for data that doesn't
+# fit on the device
+LOADERS: dict[str, Callable[..., Loader]] = {"tensor": _tensor_loader, "torch": _torch_loader}
+
+
 def make_loader(kind: str, split: Split, mean: Tensor, std: Tensor, batch_size: int,
                 device: torch.device, num_workers: int = 0, **options) -> Loader:
-    """A ``tensor`` or ``torch`` loader over ``split`` (``options``: shuffle, augment, seed)."""
-    if kind == "torch":  # per-sample transforms, for data that doesn't fit on the device
-        from latentgeo.data.torch_loader import TorchLoader  # torchvision's transforms: costly
-
-        return TorchLoader(split, mean, std, batch_size=batch_size, device=device,
-                           num_workers=num_workers, **options)
-    if kind == "tensor":
-        return TensorLoader(split, mean, std, batch_size=batch_size, device=device, **options)
-    raise ValueError(f"dataset.loader={kind!r} is not allowed: one of {list(LOADERS)}")
+    """A ``LOADERS[kind]`` loader over ``split`` (``options``: shuffle, augment, seed)."""
+    if kind not in LOADERS:
+        raise ValueError(f"dataset.loader={kind!r} is not allowed: one of {list(LOADERS)}")
+    return LOADERS[kind](split, mean, std, batch_size, device, num_workers, **options)
 
 
 def stratified_sample(split: Split, per_class: int, seed: int) -> Split:
@@ -74,7 +88,7 @@ class Loaders:
     ood: Loader | None = None  # metrics.ood.dataset, in the in-dataset's shape/stats
 
 
-def make_loaders(dataset: DatasetConfig, trainer: TrainerConfig, metrics: MetricsConfig,
+def make_loaders(dataset: DatasetConfig, trainer: TrainerConfig, metrics: DictConfig,
                  data: DataBundle, device: torch.device, ood: DataBundle | None = None,
                  ) -> Loaders:
     """The training loader, one evaluation loader per split, DeepFool's probe images (when
@@ -97,7 +111,7 @@ def make_loaders(dataset: DatasetConfig, trainer: TrainerConfig, metrics: Metric
     evals = {name: loader(split, trainer.eval_batch_size, trainer.limit_eval_batches)
              for name, split in splits.items()}
     probe = None
-    if metrics.perturbation.when != "off":
+    if "perturbation" in metrics and metrics.perturbation.when != "off":
         generator = torch.Generator().manual_seed(trainer.seed)
         count = min(metrics.perturbation.samples, len(data.test))
         index = torch.randperm(len(data.test), generator=generator)[:count]

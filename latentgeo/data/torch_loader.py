@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from latentgeo.data.datasets import Split
-from latentgeo.data.loader import PAD
+from latentgeo.data.tensor_loader import PAD
 
 
 def sample_transform(mean: Tensor, std: Tensor, size: tuple[int, int], augment: bool

@@ -1,26 +1,31 @@
 """Metric families as plug-ins: ``register`` one function per family; ``due`` / ``measure``
 run them on schedule. Importing this package registers the built-in families, in this order:
 accuracy, collapse, binarity, same_encoding, mahalanobis, perturbation, ood, nc1
-(``latent``); hyperplanes, alpha (``weights``); penultimate, dib, reinit (``files``); cka,
-weight_spectra (``similarity``)."""
+(``latent``); hyperplanes, alpha (``weights``); penultimate, dib, reinit (``files``); then every
+other module of this package, by name (cka, weight_spectra: ``similarity``): a new family is its
+module plus its line in ``conf/metrics/default.yaml``."""
 
 # isort: off
 from latentgeo.families import latent  # noqa: F401  (registers the built-ins, in this order)
 from latentgeo.families import weights  # noqa: F401
 from latentgeo.families import files  # noqa: F401
-from latentgeo.families import similarity  # noqa: F401
 # isort: on
 from latentgeo.families.core import (
     FAMILIES,
     Family,
     Point,
+    check_metrics,
     due,
     histogram_arrays,
     measure,
+    options,
     register,
     schedule,
     unregister,
 )
+from latentgeo.plugins import import_modules
 
-__all__ = ["FAMILIES", "Family", "Point", "due", "histogram_arrays", "measure", "register",
-           "schedule", "unregister"]
+import_modules(__path__, __name__, skip=("core", "latent", "weights", "files"))
+
+__all__ = ["FAMILIES", "Family", "Point", "check_metrics", "due", "histogram_arrays", "measure",
+           "options", "register", "schedule", "unregister"]

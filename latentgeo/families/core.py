@@ -1,24 +1,35 @@
 """The metric-family registry: what a family is, what it sees, and when it is due.
 
-A family is one registry entry: a name, a default schedule (``config.parse_schedule``'s
-vocabulary: ``off | init | every | every:N | last``) and a function from a ``Point`` (the model
-at one epoch or checkpoint, its data and loaders, the values measured so far) to named scalars.
-Histograms go to ``point.histograms``, files into ``point.run``. The schedule is read from
-``metrics.<name>.when`` when the config has that node, else the family's default. The loop asks
-``due`` what to run and never names a family; ``measure`` runs them in registration order.
+A family is one registry entry: a name, a function from a ``Point`` (the model at one epoch or
+checkpoint, its data and loaders, the values measured so far) to named scalars, and the
+dataclass of its options. Histograms go to ``point.histograms``, files into ``point.run``. Its
+schedule is ``metrics.<name>.when`` (``config.parse_schedule``'s vocabulary: ``off | init |
+every | every:N | last``), whose default is the family's one line in
+``conf/metrics/default.yaml``; no node means off. The loop asks ``due`` what to run and never
+names a family; ``measure`` runs them in registration order.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 import numpy as np
+from omegaconf import OmegaConf
+from omegaconf.errors import ValidationError
 from torch import Tensor
 
-from latentgeo.config import Schedule, TrainConfig, parse_schedule
+from latentgeo.config import (
+    ConfigError,
+    Schedule,
+    TrainConfig,
+    check,
+    family_nodes,
+    parse_schedule,
+)
 from latentgeo.data import DataBundle, Loaders
 from latentgeo.metrics.features import Batches, Features, collect_features
 from latentgeo.models import Classifier
@@ -78,20 +89,22 @@ Compute = Callable[[Point], dict[str, Any]]
 class Family:
     name: str
     compute: Compute
-    default_when: str = "every"
+    # the dataclass of ``metrics.<name>``'s keys besides ``when`` (types, meaning, and an
+    # optional ``check(cfg)``); None: the node holds ``when`` only
+    options: type | None = None
 
 
 FAMILIES: dict[str, Family] = {}
 
 
-def register(name: str, default_when: str = "every") -> Callable[[Compute], Compute]:
-    """Decorator: ``@register("collapse")`` adds the function as the family ``collapse``."""
-    parse_schedule(default_when, f"the default schedule of family {name!r}")
+def register(name: str, options: type | None = None) -> Callable[[Compute], Compute]:
+    """Decorator: ``@register("collapse")`` adds the function as the family ``collapse``. Its
+    default schedule (and options) is its line in ``conf/metrics/default.yaml``."""
 
     def decorator(compute: Compute) -> Compute:
         if name in FAMILIES:
             raise ValueError(f"metric family {name!r} is registered twice")
-        FAMILIES[name] = Family(name, compute, default_when)
+        FAMILIES[name] = Family(name, compute, options)
         return compute
 
     return decorator
@@ -102,15 +115,48 @@ def unregister(name: str) -> None:
 
 
 def schedule(cfg: TrainConfig, family: Family) -> Schedule:
-    node = getattr(cfg.metrics, family.name, None)
-    when = getattr(node, "when", family.default_when)
-    return parse_schedule(when, f"metrics.{family.name}.when")
+    """``metrics.<name>.when``; a family the config has no node for is off."""
+    node = cfg.metrics.get(family.name)
+    return parse_schedule(node.when if node is not None else "off", f"metrics.{family.name}.when")
 
 
 def due(cfg: TrainConfig, epoch: int, last: bool) -> list[Family]:
     """The families to run after ``epoch`` (0: on the initial weights), in registry order."""
     return [family for family in FAMILIES.values()
             if schedule(cfg, family).due(epoch, last, cfg.metrics.every)]
+
+
+def options(cfg: TrainConfig, name: str) -> Any:
+    """``metrics.<name>`` as the family's options dataclass (None for a family without);
+    ConfigError naming the key for a key the family lacks or a value of the wrong type."""
+    family, node = FAMILIES[name], cfg.metrics[name]
+    values = {k: v for k, v in OmegaConf.to_container(node).items() if k != "when"}
+    if family.options is None:
+        check(not values, f"metrics.{name}", sorted(values), f"no keys but when ({name} has no "
+              "options)")
+        return None
+    fields = {f.name: f.type for f in dataclasses.fields(family.options)}
+    if set(values) != set(fields):
+        raise ConfigError(f"metrics.{name} has keys {sorted(values)}: it takes when, "
+                          f"{', '.join(fields)} (conf/metrics/default.yaml has its line)")
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(family.options), values))
+    except (ValidationError, ValueError) as error:
+        key = str(getattr(error, "full_key", "") or "")
+        raise ConfigError(f"metrics.{name}.{key}={values.get(key)!r} is not allowed: "
+                          f"a value of type {fields.get(key, 'its field')}") from None
+
+
+def check_metrics(cfg: TrainConfig) -> None:
+    """Every node of ``metrics`` (besides its own settings) is a registered family, with its
+    options' keys and types, and passes the options' ``check(cfg)`` when they have one."""
+    for name in family_nodes(cfg.metrics):
+        if name not in FAMILIES:
+            raise ConfigError(f"metrics.{name} is not a metric family: the nodes of metrics are "
+                              f"one of {sorted(FAMILIES)} (or every, seed, train_subset)")
+        typed = options(cfg, name)
+        if hasattr(typed, "check"):
+            typed.check(cfg)
 
 
 def measure(point: Point, families: Sequence[Family]) -> dict[str, Any]:

@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import io
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from latentgeo.analysis import reinit as reinit_analysis
 from latentgeo.analysis.dib import dib_metrics
+from latentgeo.config import TrainConfig, check
+from latentgeo.data import EVAL_SPLITS
 from latentgeo.families.core import Point, register
+from latentgeo.metrics.hyperplanes import LAYER_SETS
 
 
-@register("penultimate", "off")
+@register("penultimate")
 def penultimate(point: Point) -> dict[str, Any]:
     """``penultimate.npz``: x_pen, labels and predictions of every evaluated split."""
     if point.run is None:
@@ -30,7 +34,27 @@ def penultimate(point: Point) -> dict[str, Any]:
     return {}
 
 
-@register("dib", "off")
+@dataclass
+class DIBOptions:
+    """Decodable information bottleneck per block (TH §2.6): decoders trained on frozen
+    encoders; costly (≈ 9 main epochs per decoder epoch on a tiny run), so scheduled rarely."""
+
+    blocks: list[str] | None  # null = all: stem + the backbone's blocks
+    epochs: int  # V-sufficiency decoders (TH --epochs)
+    minimality_epochs: int | None  # V-minimality decoders (TH --dib-epochs); null = epochs
+    splits: list[str]
+    batch_size: int | None  # null = trainer.batch_size
+
+    def check(self, cfg: TrainConfig) -> None:
+        check(self.epochs >= 1, "metrics.dib.epochs", self.epochs, ">= 1")
+        check(self.minimality_epochs is None or self.minimality_epochs >= 1,
+              "metrics.dib.minimality_epochs", self.minimality_epochs, "null or >= 1")
+        bad_splits = [split for split in self.splits if split not in EVAL_SPLITS]
+        check(not bad_splits, "metrics.dib.splits", list(self.splits),
+              f"a list of {', '.join(EVAL_SPLITS)}")
+
+
+@register("dib", DIBOptions)
 def dib(point: Point) -> dict[str, Any]:
     """V-sufficiency / V-minimality per block (TH §2.6) on the eager float32 model."""
     d, trainer = point.cfg.metrics.dib, point.cfg.trainer
@@ -45,7 +69,22 @@ def dib(point: Point) -> dict[str, Any]:
     return {**values, "time/dib_s": time.perf_counter() - tic}
 
 
-@register("reinit", "off")
+@dataclass
+class ReinitOptions:
+    """Layer re-initialisation robustness (Zhang, Bengio & Singer 2019, as HP)."""
+
+    layers: str  # conv | conv+linear
+    rand: bool  # also re-initialise from a fresh independent random draw
+    rand_seed: int | None  # null = trainer.seed + 1000003
+
+    def check(self, cfg: TrainConfig) -> None:
+        check(self.layers in LAYER_SETS, "metrics.reinit.layers", self.layers,
+              f"one of {list(LAYER_SETS)}")
+        check(self.rand_seed != cfg.trainer.seed, "metrics.reinit.rand_seed", self.rand_seed,
+              f"a seed other than trainer.seed={cfg.trainer.seed} (which reproduces init.pt)")
+
+
+@register("reinit", ReinitOptions)
 def reinit(point: Point) -> dict[str, Any]:
     """Test top-1 with one conv layer at a time reset to init.pt / earlier snapshots / a fresh
     draw (``reinit/<source>/<layer>``); writes reinit.json and reinit.png."""

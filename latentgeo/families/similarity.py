@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from latentgeo.data.loader import normalize
+from latentgeo.config import TrainConfig, check
+from latentgeo.data.tensor_loader import normalize
 from latentgeo.families.core import Point, register
 from latentgeo.metrics.cka import (
     MIN_UNBIASED_ROWS,
@@ -63,7 +65,26 @@ def layer_outputs(model: Classifier, batches: Batches, suffix: str = "") -> dict
     return {name: torch.cat(chunks) for name, chunks in parts.items()}
 
 
-@register("cka", "off")
+@dataclass
+class CKAOptions:
+    """Linear CKA between blocks and to initialisation (Kornblith et al. 2019), on a fixed
+    random sample of each evaluated split (seeded by metrics.seed) so the cost is bounded."""
+
+    samples: int | None  # images per split; null = the whole split
+    # null: the full-batch CKA of the sample (holds the sample's block outputs, then one
+    # samples² Gram per layer); N: Nguyen et al.'s unbiased minibatch estimator over batches of
+    # N >= 4 (one N² Gram per batch and layer, no block outputs kept; cheaper for large samples)
+    batch_size: int | None
+
+    def check(self, cfg: TrainConfig) -> None:
+        check(self.samples is None or self.samples >= 4, "metrics.cka.samples", self.samples,
+              "null (the whole split) or >= 4")
+        check(self.batch_size is None or self.batch_size >= MIN_UNBIASED_ROWS,
+              "metrics.cka.batch_size", self.batch_size,
+              "null (full-batch CKA) or >= 4 (the unbiased estimator needs 4 rows per batch)")
+
+
+@register("cka", CKAOptions)
 def cka(point: Point) -> dict[str, Any]:
     """Linear CKA of every pair of blocks (and x_pen as ``penultimate``), upper triangle in depth
     order, and of each of them to the same layer of the initial weights (init.pt), on a fixed
@@ -101,7 +122,7 @@ def cka(point: Point) -> dict[str, Any]:
     return out
 
 
-@register("weight_spectra", "off")
+@register("weight_spectra")
 def weight_spectra(point: Point) -> dict[str, Any]:
     """WeightWatcher's α, α-weighted, norms and stable rank of every Linear/Conv2d layer."""
     return {f"weight_spectra/{layer}/{key}": value

@@ -3,6 +3,7 @@ initialisation, ReLU_α statistics (UN)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -13,7 +14,16 @@ from latentgeo.models.relu_alpha import alpha_stats, relu_alpha_modules
 from latentgeo.records import alpha_trajectories
 
 
-@register("hyperplanes", "init+every:1")
+@dataclass
+class HyperplanesOptions:
+    """Projection statistics of the filters (HP) and the distance from initialisation."""
+
+    normalize: bool
+    with_linear: bool
+    skip_pointwise: bool
+
+
+@register("hyperplanes", HyperplanesOptions)
 def hyperplanes(point: Point) -> dict[str, Any]:
     """Mean projection and mass of each layer's filter normals onto the all-ones direction,
     and each layer's distance from init.pt; at the last epoch also ``hyperplanes.json`` and
@@ -41,7 +51,7 @@ def hyperplanes(point: Point) -> dict[str, Any]:
     return out
 
 
-@register("alpha", "every:1")
+@register("alpha")
 def alpha(point: Point) -> dict[str, Any]:
     """α of every ReLU_α site (mean; min/max/std per channel); at the last epoch the whole
     trajectory as ``alpha.json`` and ``alpha.png``."""

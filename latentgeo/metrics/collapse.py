@@ -1,6 +1,6 @@
 """Neural-collapse geometry of a latent layer: BE's collapse metrics and TH's NC1.
 
-Two definitions coexist on purpose (reference/predecessors.md §5 note 1):
+Two definitions coexist on purpose (docs/definitions.md §5 note 1):
 
 - ``collapse_metrics`` is BE's family (§1.5): classes from the labels it is given (the engine
   passes *predictions* to reproduce BE), Σ_W = unweighted mean of unbiased per-class

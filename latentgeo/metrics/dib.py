@@ -20,7 +20,7 @@ def num_digits(max_index: int, base: int) -> int:
     ``max_index`` = (largest class count) − 1. TH uses ⌈log_C(max count)⌉ in floats, which is
     wrong at exact powers where ``math.log`` overshoots (e.g. 125 samples, C = 5: log gives
     3.0000000000000004 → 4 digits instead of 3) and gives 0 digits when every class has one
-    sample (reference/predecessors.md §2.5, §5 note 7).
+    sample (docs/definitions.md §2.5, §5 note 7).
     """
     if base < 2:
         raise ValueError(f"base={base} must be ≥ 2")

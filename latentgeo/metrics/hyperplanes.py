@@ -1,7 +1,7 @@
 """Hyperplane-arrangement statistics of conv filters (and optionally linear neurons).
 
 After Gamba, Carlsson, Azizpour & Björkman, "Hyperplane Arrangements of Trained ConvNets Are
-Biased" (arXiv 2003.07797; HP@867d0fd:compute_projections.py, reference §3.1–3.2).
+Biased" (arXiv 2003.07797; HP@867d0fd:compute_projections.py, docs/definitions.md §3.1–3.2).
 
 Each filter i of a conv layer, with weight W_i (bias ignored), defines a hyperplane whose normal
 is w_i = vec(W_i) ∈ R^n. The statistic is the projection of the all-ones vector 1 (the diagonal

@@ -1,6 +1,6 @@
 """Mahalanobis-distance scores on a latent layer (usually the penultimate one, ``x_pen``).
 
-Two different metrics live here; do not confuse them (predecessors.md §5 note 2):
+Two different metrics live here; do not confuse them (docs/definitions.md §5 note 2):
 
 * :func:`misclassification_auroc` — BE's ``get_mahalanobis_score``
   (BE@9465647:binary_encoding/metrics.py). No OOD data: it asks whether misclassified test
@@ -162,7 +162,7 @@ def misclassification_auroc(
 ) -> dict[str, float | int | str | None]:
     """BE's Mahalanobis misclassification-detection AUROC (BE@9465647:binary_encoding/metrics.py).
 
-    Procedure (predecessors.md §1.5, checked against the source):
+    Procedure (docs/definitions.md §1.5, checked against the source):
 
     1. z-score every feature with a StandardScaler fitted on *all* train features; apply it to
        train and test.

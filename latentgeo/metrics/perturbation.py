@@ -3,7 +3,7 @@
 BE@9465647:binary_encoding/deepfool.py is LTS4/DeepFool's ``Python/deepfool.py`` (Moosavi-Dezfooli,
 Fawzi & Frossard 2016) with the step r_i = (|f_k|/‖w_k‖ + 1e-4)·w_k/‖w_k‖. BE scores a model by
 the mean over 1000 normalised test images of ‖r‖₂/‖x‖₂ with overshoot 0.02, max_iter 50 and the
-10 top-logit classes as candidates (predecessors.md §1.5).
+10 top-logit classes as candidates (docs/definitions.md §1.5).
 
 :func:`deepfool` runs the algorithm batched over images; :func:`deepfool_single` is a
 straightforward one-image port of the LTS4 loop, kept as the reference the tests compare against.

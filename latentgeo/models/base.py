@@ -9,7 +9,7 @@ A backbone is ``stem -> blocks -> pool``:
 - ``pool``: global pooling + flatten to ``[B, feature_dim]`` (``nn.Identity`` for MLPs).
 
 Adding a backbone is one file in ``latentgeo/models/`` with a ``@register_model("name")``
-builder plus one yaml in ``conf/model/``.
+builder (``zoo`` imports every module of the package) plus one yaml in ``conf/model/``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
 
 from latentgeo.config import ConfigError
@@ -91,11 +90,33 @@ def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
     return decorator
 
 
-HEADS = ("bin_enc", "lin_pen", "nonlin_pen", "no_pen")
+@dataclass(frozen=True)
+class HeadSpec:
+    """What a head is; every head-dependent decision reads these, never the head's name."""
+
+    code_layer: bool  # a Linear(F->P) penultimate layer (head.penultimate_nodes); else x_pen = F
+    code_activation: type[nn.Module] | None  # applied after the code layer
+    compressed: bool  # the loss adds γ·penalty(x_pen) (head.gamma_*, head.penalty)
+    # the code is linear, so BE's binarity metrics apply, and it must tell K classes apart
+    # as a sign pattern: 2^P >= K
+    binary_code: bool
+
+
+# BE's four heads (docs/definitions.md, "Heads")
+HEADS: dict[str, HeadSpec] = {
+    "bin_enc": HeadSpec(code_layer=True, code_activation=None, compressed=True,
+                        binary_code=True),
+    "lin_pen": HeadSpec(code_layer=True, code_activation=None, compressed=False,
+                        binary_code=True),
+    "nonlin_pen": HeadSpec(code_layer=True, code_activation=nn.SiLU, compressed=False,
+                           binary_code=False),
+    "no_pen": HeadSpec(code_layer=False, code_activation=None, compressed=False,
+                       binary_code=False),
+}
 
 
 class Head(nn.Module):
-    """BE's four heads (reference §1.2); forward returns ``(logits, x_pen)``.
+    """A head of ``HEADS``; forward returns ``(logits, x_pen)``.
 
     bin_enc / lin_pen: Linear(F->P), no activation -> Linear(P->K)
     nonlin_pen:        Linear(F->P) -> SiLU        -> Linear(P->K)
@@ -113,17 +134,18 @@ class Head(nn.Module):
     ) -> None:
         super().__init__()
         if name not in HEADS:
-            raise ConfigError(f"head.name={name!r} is not one of {HEADS}")
+            raise ConfigError(f"head.name={name!r} is not allowed: one of {list(HEADS)}")
         self.name = name
-        if name == "no_pen":
-            self.penultimate: nn.Module = nn.Identity()
-            code_dim = feature_dim
-        else:
+        spec = HEADS[name]
+        if spec.code_layer:
             layers: list[nn.Module] = [nn.Linear(feature_dim, penultimate_nodes)]
-            if name == "nonlin_pen":
-                layers.append(nn.SiLU())
-            self.penultimate = nn.Sequential(*layers)
+            if spec.code_activation is not None:
+                layers.append(spec.code_activation())
+            self.penultimate: nn.Module = nn.Sequential(*layers)
             code_dim = penultimate_nodes
+        else:
+            self.penultimate = nn.Identity()
+            code_dim = feature_dim
         self.code_dim = code_dim
         output: list[nn.Module] = [nn.Linear(code_dim, num_classes)]
         if dropout_penultimate:
@@ -157,7 +179,3 @@ class Classifier(nn.Module):
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
-
-
-def dummy_batch(input_shape: tuple[int, int, int], batch_size: int = 2) -> Tensor:
-    return torch.randn(batch_size, *input_shape)

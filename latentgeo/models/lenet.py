@@ -1,4 +1,4 @@
-"""HP's 9-layer LeNet (reference §3.5, HP@867d0fd:models.py ``lenet``).
+"""HP's 9-layer LeNet (docs/definitions.md §3.5, HP@867d0fd:models.py ``lenet``).
 
 HP: 3x3 convs (pad 1, with bias) [6, 6, M, 16, 16, M, 64, 64, M], each followed by ReLU,
 AdaptiveAvgPool(3x3), then Linear(576->120)-ReLU-Dropout-Linear(120->84)-ReLU-Dropout-Linear(84->K);

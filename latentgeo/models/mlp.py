@@ -1,4 +1,4 @@
-"""Fully connected backbone (TH's MLP, reference §2.3; also BE's ``MLPvanilla`` body).
+"""Fully connected backbone (TH's MLP, docs/definitions.md §2.3; also BE's ``MLPvanilla`` body).
 
 stem: Flatten; blocks ``layer1..layerL``: Linear(prev -> widths[i]) -> act; pool: Identity;
 feature_dim = widths[-1]. TH hooks every (Linear, act) block, i.e. exactly these block outputs.

@@ -2,8 +2,8 @@
 
     ReLU_α(x) = ReLU(x) − (1−α)·ReLU(−x) = x + α·ReLU(−x),   α ∈ [0, 1]
 
-Source: UniTS Advanced ML "Challenge 2" (reference §4.2) and seed 004 (R_α, annealed α). It is
-computed as ``x + α·relu(−x)``, which is exact at both ends in IEEE arithmetic: α=0 gives
+Source: UniTS Advanced ML "Challenge 2" (docs/definitions.md §4.2) and seed 004 (R_α, annealed α).
+It is computed as ``x + α·relu(−x)``, which is exact at both ends in IEEE arithmetic: α=0 gives
 x + 0 = x, α=1 gives x + (−x) = 0 for x < 0 and x + 0 = x otherwise, i.e. ReLU(x) bit for bit.
 
 Two ways to train α (``mode``):
@@ -155,13 +155,6 @@ def relu_alpha_factory(
 def relu_alpha_modules(model: nn.Module) -> list[tuple[str, ReLUAlpha]]:
     """Every ``ReLUAlpha`` in ``model.named_modules()`` order, with its qualified name."""
     return [(name, m) for name, m in model.named_modules() if isinstance(m, ReLUAlpha)]
-
-
-def unit_names(name: str, module: ReLUAlpha) -> list[str]:
-    """Names of the individual α's of a site: ``name`` (layer) or ``name[c]`` (channel c)."""
-    if module.granularity == "channel":
-        return [f"{name}[{c}]" for c in range(module.num_channels)]
-    return [name]
 
 
 def alpha_l1(model: nn.Module, skip: set[str] | None = None) -> Tensor:

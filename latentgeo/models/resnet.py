@@ -1,4 +1,4 @@
-"""BE's CIFAR ResNets (reference §1.2, BE@9465647:binary_encoding/networks.py).
+"""BE's CIFAR ResNets (docs/definitions.md §1.2, BE@9465647:binary_encoding/networks.py).
 
 stem: Conv3x3(C_in->w, stride 1, pad 1, with bias) -> BN -> act; no max-pool.
 blocks ``layer1..layer4``: w, 2w, 4w, 8w channels (times the block's expansion), strides

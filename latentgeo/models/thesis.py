@@ -1,4 +1,5 @@
-"""TH's small CNNs (reference §2.3, TH@0f91561:networks.py): ``mnistnet`` and ``cifarnet``.
+"""TH's small CNNs (docs/definitions.md §2.3, TH@0f91561:networks.py): ``mnistnet`` and
+``cifarnet``.
 
 Both use ``BatchNorm2d(track_running_stats=False)`` as TH does: batch statistics are used in
 eval mode too, so an evaluation output depends on the other samples of its batch.

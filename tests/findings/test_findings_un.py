@@ -1,5 +1,5 @@
-"""UN (seed 004 and the assignment, reference §4.2): with trainable ReLU_α(x) = x + α·ReLU(−x)
-and the L1 penalty λ·Σ|α|, a layer that does not need its non-linearity becomes linear
+"""UN (seed 004 and the assignment, docs/definitions.md §4.2): with trainable ReLU_α(x) = x +
+α·ReLU(−x) and the L1 penalty λ·Σ|α|, a layer that does not need its non-linearity becomes linear
 (α → 0) while the others stay ReLU-like, and ``python -m latentgeo.analysis.linearize`` folds
 the linear sites into identities with (almost) no loss of test accuracy.
 

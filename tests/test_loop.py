@@ -6,8 +6,10 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
-from latentgeo.loop import gamma_at, loss_terms, lr_factor
+from latentgeo.data import Split, TensorLoader
+from latentgeo.loop import gamma_at, loss_terms, lr_factor, train_epoch
 from latentgeo.models import HEADS, build_model
 from latentgeo.records import read_json, read_metrics
 from latentgeo.train import train
@@ -129,3 +131,33 @@ def test_set_learning_rate_number_by_number():
     assert lrs() == [1e-3, 1e-3, 1e-3]
     constant = SimpleNamespace(name="constant", keep_output_lr=False, min_lr=0.0)
     assert set_learning_rate(optimizer, 3e-4, lr_factor(9, constant, 10), constant) == 3e-4
+
+
+def test_train_epoch_stops_after_max_steps_or_when_after_step_says_so():
+    """64 samples in batches of 8 = 8 steps per pass; the limit and the hook cut it short, and
+    the optimizer took exactly as many steps as the returned mean covers."""
+    torch.manual_seed(0)
+    split = Split(torch.randint(0, 256, (64, 1, 2, 2), dtype=torch.uint8),
+                  torch.randint(0, 2, (64,)))
+    loader = TensorLoader(split, torch.zeros(1), torch.ones(1), batch_size=8,
+                          device=torch.device("cpu"), shuffle=False)
+    model = nn.Linear(4, 2)
+    losses: list[float] = []
+
+    def loss_fn(m, x, y):
+        loss = nn.functional.cross_entropy(m(x.flatten(1)), y)
+        losses.append(float(loss.detach()))
+        return loss, torch.zeros((), dtype=torch.long)
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: the same loss each pass
+    full = train_epoch(model, loader, optimizer, 1, loss_fn)
+    assert len(losses) == 8
+    losses.clear()
+    limited = train_epoch(model, loader, optimizer, 1, loss_fn, max_steps=3)
+    assert len(losses) == 3
+    assert limited["train/running_loss"] == pytest.approx(sum(losses) / 3, rel=1e-6)
+    assert full["train/running_loss"] != pytest.approx(limited["train/running_loss"], rel=1e-6)
+    losses.clear()
+    calls = iter(range(1, 100))
+    train_epoch(model, loader, optimizer, 1, loss_fn, after_step=lambda: next(calls) == 5)
+    assert len(losses) == 5

@@ -3,16 +3,7 @@
 from __future__ import annotations
 
 from latentgeo.models.activations import make_activation
-from latentgeo.models.base import MODELS, ActivationFactory, BackboneSpec, Classifier, Head
-from latentgeo.models.relu_alpha import relu_alpha_factory
-
-
-def activation_factory(cfg) -> ActivationFactory:
-    """``model.activation`` (and the ``activation`` node for relu_alpha) -> factory."""
-    if cfg.model.activation == "relu_alpha":
-        a = cfg.activation
-        return relu_alpha_factory(a.granularity, a.mode, a.init_alpha, a.init_nu)
-    return make_activation(cfg.model.activation)
+from latentgeo.models.base import MODELS, BackboneSpec, Classifier, Head
 
 
 def build_model(cfg, input_shape: tuple[int, int, int], num_classes: int) -> Classifier:
@@ -20,10 +11,10 @@ def build_model(cfg, input_shape: tuple[int, int, int], num_classes: int) -> Cla
         input_shape=tuple(input_shape),
         num_classes=num_classes,
         width=cfg.model.width,
-        widths=tuple(cfg.model.widths),
+        widths=tuple(cfg.model.widths or ()),
         pretrained=cfg.model.pretrained,
     )
-    backbone = MODELS[cfg.model.name](spec, activation_factory(cfg))
+    backbone = MODELS[cfg.model.name](spec, make_activation(cfg.model.activation, cfg.activation))
     head = Head(
         cfg.head.name,
         backbone.feature_dim,
