@@ -254,6 +254,35 @@ class ReinitConfig:
 
 
 @dataclass
+class NeuralCollapseConfig:
+    """NC1–NC4 and CDNV with true labels (rhubarbwu/neural-collapse's definitions) on x_pen."""
+
+    when: str = "off"
+    blocks: Any = None  # null: x_pen only; all, or a list of block names: those too (streamed)
+
+
+@dataclass
+class EffectiveRankConfig:
+    """Roy & Vetterli's effective rank and RankMe (reptrix) of the centred features."""
+
+    when: str = "off"
+    blocks: Any = None  # null: x_pen only; all, or a list of block names: those too
+    samples: int | None = 2000  # a fixed seeded subsample of each split (metrics.seed); null: all
+
+
+@dataclass
+class IntrinsicDimensionConfig:
+    """TwoNN and the Levina–Bickel MLE (scikit-dimension's) on a fixed subsample: O(N²)."""
+
+    when: str = "off"
+    blocks: Any = None  # null: x_pen only; all, or a list of block names: those too
+    samples: int | None = 2000  # a fixed seeded subsample of each split (metrics.seed); null: all
+
+
+GEOMETRY_FAMILIES = ("neural_collapse", "effective_rank", "intrinsic_dimension")
+
+
+@dataclass
 class MetricsConfig:
     """``every`` is the evaluation interval; each family node's ``when`` says when it runs
     (vocabulary above). Families: ``latentgeo.families`` (one registry entry each)."""
@@ -271,7 +300,11 @@ class MetricsConfig:
     dib: DIBConfig = field(default_factory=DIBConfig)
     reinit: ReinitConfig = field(default_factory=ReinitConfig)
     penultimate: WhenConfig = when("off")  # penultimate.npz: x_pen, labels, preds per split
-    seed: int = 0  # GMM seeds of the binarity metrics
+    neural_collapse: NeuralCollapseConfig = field(default_factory=NeuralCollapseConfig)
+    effective_rank: EffectiveRankConfig = field(default_factory=EffectiveRankConfig)
+    intrinsic_dimension: IntrinsicDimensionConfig = field(
+        default_factory=IntrinsicDimensionConfig)
+    seed: int = 0  # GMM seeds of the binarity metrics; the geometry families' subsamples
     # train-side metrics on a fixed stratified sample of this many train images per class
     # (seeded by metrics.seed) instead of the whole split: cheaper evaluations, a small error
     train_subset: int | None = None
@@ -401,6 +434,15 @@ def check_values(cfg: TrainConfig) -> None:
           metrics.train_subset, "null (the whole train split) or samples per class >= 1")
     check(metrics.perturbation.samples >= 1, "metrics.perturbation.samples",
           metrics.perturbation.samples, ">= 1")
+    for name in GEOMETRY_FAMILIES:
+        blocks = getattr(metrics, name).blocks
+        check(blocks is None or blocks == "all" or (
+            isinstance(blocks, (list, tuple)) and all(isinstance(b, str) for b in blocks)),
+            f"metrics.{name}.blocks", blocks, "null (x_pen only), all, or a list of block names")
+    for name in ("effective_rank", "intrinsic_dimension"):
+        samples = getattr(metrics, name).samples
+        check(samples is None or samples >= 3, f"metrics.{name}.samples", samples,
+              "null (every row) or >= 3")
     dib = metrics.dib
     check(dib.epochs >= 1, "metrics.dib.epochs", dib.epochs, ">= 1")
     check(dib.minimality_epochs is None or dib.minimality_epochs >= 1,

@@ -1,12 +1,14 @@
 """Metric families as plug-ins: ``register`` one function per family; ``due`` / ``measure``
 run them on schedule. Importing this package registers the built-in families, in this order:
 accuracy, collapse, binarity, same_encoding, mahalanobis, perturbation, ood, nc1
-(``latent``); hyperplanes, alpha (``weights``); penultimate, dib, reinit (``files``)."""
+(``latent``); hyperplanes, alpha (``weights``); penultimate, dib, reinit (``files``);
+neural_collapse, effective_rank, intrinsic_dimension (``geometry``)."""
 
 # isort: off
 from latentgeo.families import latent  # noqa: F401  (registers the built-ins, in this order)
 from latentgeo.families import weights  # noqa: F401
 from latentgeo.families import files  # noqa: F401
+from latentgeo.families import geometry  # noqa: F401
 # isort: on
 from latentgeo.families.core import (
     FAMILIES,
