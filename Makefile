@@ -8,12 +8,13 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
-# torch first, pinned to the wheels on disk, so no requirement pulls another torch
+# torch first, pinned to the wheels on disk, so no requirement pulls another torch; the
+# parity extra holds the public references of the geometry metrics (tests/test_parity_geometry.py)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,parity]'
 	touch $(STAMP)
 
 demo: setup

@@ -45,13 +45,14 @@ def entropy_rank(singular_values: Tensor) -> float:
     return math.exp(-(p * p.log()).sum().item())
 
 
-def rankme_of_singular_values(singular_values: Tensor, num_samples: int) -> float:
+def rankme_of_singular_values(singular_values: Tensor, num_samples: int,
+                              max_eigenvalues: int = RANKME_MAX_EIGENVALUES) -> float:
     """reptrix's RankMe of the centred singular values (module docstring)."""
     variances = singular_values.square() / max(num_samples - 1, 1)
     total = variances.sum()
     if not bool(total > 0):
         return math.nan
-    ratios = variances[:RANKME_MAX_EIGENVALUES] / total
+    ratios = variances[:max_eigenvalues] / total
     p = ratios / ratios.abs().sum() + RANKME_EPSILON
     return math.exp(-(p * p.log()).sum().item())
 
