@@ -42,7 +42,10 @@ RUNS = {
         "metrics.ood.dataset=digits", "metrics.perturbation.samples=8",
         "metrics.dib.when=every:2", "metrics.dib.epochs=1", "metrics.dib.minimality_epochs=1",
         "metrics.dib.blocks=[stem,layer4]",
-        "metrics.reinit.when=last", "trainer.snapshot_epochs=[1]"],
+        "metrics.reinit.when=last", "trainer.snapshot_epochs=[1]",
+        # metrics=all as recorded: the geometry families (issue 24) came later
+        "metrics.neural_collapse.when=off", "metrics.effective_rank.when=off",
+        "metrics.intrinsic_dimension.when=off"],
     # ReLU_α per channel with the L1 penalty and oscillation freezing; lin_pen; cosine; SGD
     "relu_alpha_penalty": BASE + [
         "model=cnn3", "model.width=4", "model.activation=relu_alpha", "head=lin_pen",
