@@ -24,15 +24,15 @@ equal for balanced classes), M = [μ_c − μ_G] (K × D), r_i = h_i − μ_{y_i
   and it needs D ≥ K). Han et al. centre on the sample mean, where rank K is possible; that
   variant is not offered.
 - ``nc1_trace_ratio`` = tr Σ_W / tr Σ_B (Tirer et al.; reference ``metric="quotient"``).
-- ``nc2_equinorm`` = std_c ‖μ_c − μ_G‖ / mean_c ‖μ_c − μ_G‖, std with K−1 (torch's default, as
-  Papyan's code; the reference only returns the norms, ``mean_norms``).
+- ``nc2_equinorm`` = std_c ‖μ_c − μ_G‖ / mean_c ‖μ_c − μ_G‖ (Papyan's coefficient of
+  variation), std with K−1 (torch's default ``std``); the reference only returns the norms
+  (``mean_norms``), the ratio is taken on them.
 - ``nc2_etf_error`` = ‖G/‖G‖_F − (I − 11ᵀ/K)/√(K−1)‖_F with G = M Mᵀ (Kothapalli; reference
   ``simplex_etf_error``); 0 for a simplex ETF. (Papyan's NC2 plots the std of the cosines and
   the mean |cos + 1/(K−1)|; the Frobenius form is the reference's.)
-- ``nc2_equiangularity`` = population std of cos(μ_i − μ_G, μ_j − μ_G) over pairs i < j
-  (Papyan's equiangularity, which uses the sample std; computed as the square root of the
-  reference's ``kernel_stats`` variance with a cosine kernel, which divides by the number of
-  pairs).
+- ``nc2_equiangularity`` = std of cos(μ_i − μ_G, μ_j − μ_G) over the pairs i < j (Papyan's
+  equiangularity), divided by the number of pairs: the square root of the reference's
+  ``kernel_stats`` variance with a cosine kernel on its unit-normalised centred means.
 - ``nc3_self_duality`` = ‖S/‖S‖_F − (I − 11ᵀ/K)/√(K−1)‖_F with S = W Mᵀ, W the K × D output
   weights (reference ``self_duality_error``, Kothapalli). Papyan's NC3 is
   ‖W/‖W‖_F − M/‖M‖_F‖_F instead: ``self_duality_distance``. Neither uses the bias.
