@@ -32,7 +32,7 @@ from omegaconf import OmegaConf
 
 from latentgeo import families
 from latentgeo.build import load_run, run_config, validate
-from latentgeo.config import ConfigError, Schedule, upgrade
+from latentgeo.config import ConfigError, Schedule, to_container, to_typed, upgrade
 from latentgeo.data import DatasetUnavailable
 from latentgeo.records import LockHeld, RunDir, is_run_dir
 from latentgeo.runtime import load_checkpoint
@@ -49,7 +49,9 @@ def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, A
     parsed = OverridesParser.create().parse_overrides(overrides)
     groups = [o for o in parsed if "." not in o.key_or_group]
     keys = [o for o in parsed if "." in o.key_or_group]
-    tree = OmegaConf.create(config)
+    # in today's schema (defaults filled in): a run recorded before a family existed can switch
+    # it on (metrics.neural_collapse.when=every); the evaluated config reads the same
+    tree = OmegaConf.create(to_container(to_typed(config)))
     for override in groups:
         group = override.key_or_group
         if group not in GROUP_OVERRIDES:
