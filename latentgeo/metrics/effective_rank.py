@@ -32,7 +32,14 @@ def _matrix(features: Tensor) -> Tensor:
 def centred_singular_values(features: Tensor) -> Tensor:
     """Singular values of ``features`` [N, ...] flattened and centred, float64, descending."""
     x = _matrix(features)
-    return torch.linalg.svdvals(x - x.mean(dim=0))
+    return qr_singular_values(x - x.mean(dim=0))
+
+
+def qr_singular_values(x: Tensor) -> Tensor:
+    """svdvals of [N, D] through the R of a QR of its tall orientation (backward stable, the
+    same values to ~1e-15·σ_1): ~10x faster than LAPACK's SVD of a wide 1000 × 16384 block."""
+    tall = x if x.shape[0] >= x.shape[1] else x.T
+    return torch.linalg.svdvals(torch.linalg.qr(tall, mode="r").R)
 
 
 def entropy_rank(singular_values: Tensor) -> float:
@@ -68,6 +75,6 @@ def effective_rank_metrics(features: Tensor) -> dict[str, float]:
 
 def rankme_paper(features: Tensor) -> float:
     """Garrido et al.'s RankMe: exp(H(σ/‖σ‖₁ + 1e-7)) of the uncentred features."""
-    singular_values = torch.linalg.svdvals(_matrix(features))
-    p = singular_values / singular_values.sum() + RANKME_EPSILON
+    sigma = qr_singular_values(_matrix(features))
+    p = sigma / sigma.sum() + RANKME_EPSILON
     return math.exp(-(p * p.log()).sum().item())
