@@ -201,6 +201,7 @@ class NC1Accumulator:
         """Bytes held by the accumulator's tensors now (O(C·D); for memory reports)."""
         tensors = (
             self._class_sums,
+            self.class_means,
             self._counts,
             self._scatter_counts,
             self._projection,
