@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
-# torch first, pinned to the wheels on disk, so no requirement pulls another torch
+# torch first, pinned to the wheels on disk, so no requirement pulls another torch; the
+# parity extra holds the public references of the geometry metrics (tests/test_parity_geometry.py)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip

@@ -206,7 +206,7 @@ class MetricsConfig:
     is off."""
 
     every: int = 50  # evaluate every N epochs (and always at the last epoch)
-    seed: int = 0  # GMM seeds of the binarity metrics
+    seed: int = 0  # GMM seeds of the binarity metrics; the geometry families' subsamples
     # train-side metrics on a fixed stratified sample of this many train images per class
     # (seeded by metrics.seed) instead of the whole split: cheaper evaluations, a small error
     train_subset: int | None = None

@@ -50,6 +50,13 @@ def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, A
     groups = [o for o in parsed if "." not in o.key_or_group]
     keys = [o for o in parsed if "." in o.key_or_group]
     tree = OmegaConf.create(config)
+    # a run recorded before a family existed can switch it on (metrics.neural_collapse.when=
+    # every): the family nodes it lacks come from today's conf/metrics/default.yaml (new
+    # families are off there, so the run's own metrics stay what they were)
+    today = compose()["metrics"]
+    for name in today:
+        if name not in tree.metrics:
+            tree.metrics[name] = today[name]
     for override in groups:
         group = override.key_or_group
         if group not in GROUP_OVERRIDES:

@@ -56,7 +56,8 @@ DUE_AT_LAST = {
     "binenc": {"accuracy", "collapse", "binarity", "same_encoding", "mahalanobis",
                "perturbation", "ood", "alpha", "penultimate"},
     "all": {"accuracy", "collapse", "binarity", "same_encoding", "mahalanobis", "perturbation",
-            "ood", "nc1", "hyperplanes", "alpha", "penultimate", "cka", "weight_spectra"},
+            "ood", "nc1", "hyperplanes", "alpha", "penultimate", "cka", "weight_spectra",
+            "neural_collapse", "effective_rank", "intrinsic_dimension"},
 }
 
 

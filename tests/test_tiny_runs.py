@@ -28,7 +28,9 @@ def test_metric_families_are_logged_under_design_names(tmp_path):
                 "test/perturbation/score", "test/ood/auroc", "test/ood/fpr_at_95_tpr",
                 "train/nc1/layer1", "test/nc1/layer4", "test/nc1/penultimate",
                 "hyperplanes/net/mean", "hyperplanes/backbone.stem.0/mass",
-                "init_distance/backbone.stem.0/l2"):
+                "init_distance/backbone.stem.0/l2", "test/neural_collapse/penultimate/nc1",
+                "train/effective_rank/penultimate/rankme",
+                "test/intrinsic_dimension/penultimate/twonn"):
         assert key in last, key
     assert 0 <= last["test/same_encoding_fraction"] <= 1
     assert last["test/perturbation/score"] > 0

@@ -27,6 +27,9 @@ COLLAPSE_KEYS = (
 )
 SINGLETON_CLASS_OPTIONS = ("exclude", "nan")
 EIGENVALUE_CUT = 1e-5  # TH keeps eigenpairs of G = MᵀM with λ_j > 1e-5·λ_max
+# μ̄ of NC1Accumulator: TH's mean of all N rows, or the unweighted mean of the class means
+# (rhubarbwu/neural-collapse's default); they coincide for balanced classes.
+CENTRES = ("samples", "class_means")
 # Batches are processed in row chunks of at most this many elements (4 MiB in float64; at least
 # one row), so the float64 copies made per batch stay small whatever batch size the caller uses.
 _CHUNK_ELEMENTS = 1 << 19
@@ -150,20 +153,33 @@ class NC1Accumulator:
 
     ``h`` may have any trailing shape (e.g. [B, 64, 32, 32]); it is flattened to [B, D].
     State lives on ``device`` (default: that of the first batch), in float64: pass 1 holds the
-    C × D class sums, pass 2 only W = M V Λ⁻¹ (D × k, k ≤ C − 1) and the C × k table μ_c W,
+    C × D class sums, pass 2 the C' × D class means, W = M V Λ⁻¹ (D × k, k ≤ C − 1) and the
+    C × k table μ_c W,
     since κ/λ of a sample is hᵀW − μ_yᵀW (``start_second_pass`` briefly holds two C × D
     arrays). Per batch, the only float64 copy of the features is one row chunk of at most
     max(2¹⁹, D) elements (4 MiB for D ≤ 2¹⁹), whatever the batch size.
     ``value()`` checks that pass 2 saw exactly the per-class counts of pass 1.
+
+    Options (defaults: TH): ``centre`` is μ̄ (``"samples"``: the mean of all N rows;
+    ``"class_means"``: the unweighted mean of the present classes' means), ``eigenvalue_cut``
+    the relative cut on λ_j (None: a pseudo-inverse's, max(D, C')·ε_float64, see
+    ``pinv_cut``). After ``start_second_pass`` the float64 ``class_means`` [C', D] of the C'
+    present classes (``present``: their mask over the C classes) and ``global_mean`` [D] stay
+    readable for metrics built on the same passes.
     """
 
     def __init__(
-        self, num_classes: int, dim: int | None = None, device: torch.device | str | None = None
+        self, num_classes: int, dim: int | None = None, device: torch.device | str | None = None,
+        *, centre: str = "samples", eigenvalue_cut: float | None = EIGENVALUE_CUT,
     ) -> None:
         if num_classes < 1:
             raise ValueError(f"num_classes={num_classes} must be ≥ 1")
         if dim is not None and dim < 1:
             raise ValueError(f"dim={dim} must be ≥ 1 or None")
+        if centre not in CENTRES:
+            raise ValueError(f"centre={centre!r} is not one of {CENTRES}")
+        self.centre = centre
+        self.eigenvalue_cut = eigenvalue_cut
         self.num_classes = num_classes
         self.dim = dim
         self.device = torch.device(device) if device is not None else None
@@ -176,18 +192,27 @@ class NC1Accumulator:
         self._scatter_sum = 0.0
         self._num_present = 0
         self._degenerate = False  # < 2 classes present or Σ_B = 0: value is NaN
+        self.class_means: Tensor | None = None  # [C', D] float64, after start_second_pass
+        self.global_mean: Tensor | None = None  # μ̄ [D]
+        self.present: Tensor | None = None  # [C] bool: classes seen in pass 1
 
     @property
     def state_nbytes(self) -> int:
         """Bytes held by the accumulator's tensors now (O(C·D); for memory reports)."""
         tensors = (
             self._class_sums,
+            self.class_means,
             self._counts,
             self._scatter_counts,
             self._projection,
             self._projected_means,
         )
         return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+    @property
+    def counts(self) -> Tensor:
+        """Samples per class seen in pass 1, int64 [C] on the CPU."""
+        return self._counts
 
     def update_means(self, features: Tensor, labels: Tensor) -> None:
         """Pass 1: add the batch to the per-class float64 sums (``index_add_``)."""
@@ -219,19 +244,26 @@ class NC1Accumulator:
         self._num_present = int(present.sum())
         global_mean = self._class_sums.sum(dim=0) / counts.sum()
         class_means = self._class_sums
-        self._class_sums = None  # the sums become the means in place; freed after this call
+        self._class_sums = None  # the sums become the means in place; kept as class_means
         class_means /= counts.clamp(min=1).unsqueeze(1).to(torch.float64)
+        self.present = present.cpu()
+        self.class_means = class_means[present]
+        if self.centre == "class_means" and self._num_present > 0:
+            global_mean = self.class_means.mean(dim=0)
+        self.global_mean = global_mean
         if self._num_present < 2:
             self._degenerate = True
             return
-        centred = class_means[present] - global_mean  # Mᵀ, [C', D]
+        centred = self.class_means - global_mean  # Mᵀ, [C', D]
         gram = centred @ centred.T  # G = MᵀM, [C', C']
         eigenvalues, eigenvectors = torch.linalg.eigh(gram)
         largest = eigenvalues.max()
         if not bool(largest > 0):
             self._degenerate = True
             return
-        keep = eigenvalues > EIGENVALUE_CUT * largest
+        cut = (pinv_cut(centred.shape[1], self._num_present) if self.eigenvalue_cut is None
+               else self.eigenvalue_cut)
+        keep = eigenvalues > cut * largest
         # κ_j / λ_j for all kept j at once: (h − μ_y)ᵀ M V_k Λ_k⁻¹ = hᵀ W − (μ_yᵀ W), so that
         # pass 2 needs no gathered [B, D] copy of the means, only the C × k table μ W.
         self._projection = centred.T @ (eigenvectors[:, keep] / eigenvalues[keep])  # W, [D, k]
@@ -293,9 +325,20 @@ class NC1Accumulator:
 
     @staticmethod
     def _row_chunks(num_rows: int, dim: int) -> list[slice]:
-        rows_per_chunk = max(1, _CHUNK_ELEMENTS // dim)
-        starts = range(0, num_rows, rows_per_chunk)
-        return [slice(start, start + rows_per_chunk) for start in starts]
+        return row_chunks(num_rows, dim)
+
+
+def row_chunks(num_rows: int, dim: int) -> list[slice]:
+    """Row slices of at most max(2¹⁹, D) elements: bounded float64 copies of a batch."""
+    rows_per_chunk = max(1, _CHUNK_ELEMENTS // dim)
+    starts = range(0, num_rows, rows_per_chunk)
+    return [slice(start, start + rows_per_chunk) for start in starts]
+
+
+def pinv_cut(dim: int, num_classes: int) -> float:
+    """The relative cut of a pseudo-inverse of the D × D Σ_B (torch/numpy: max(rows, cols)·ε,
+    here max(D, C)·ε so that a numerically zero λ of the C × C Gram is dropped when D < C)."""
+    return max(dim, num_classes) * torch.finfo(torch.float64).eps
 
 
 def _as_matrix(features: Tensor, name: str) -> Tensor:

@@ -72,7 +72,9 @@ RUNS = {
         "metrics.dib.blocks=[stem,layer4]",
         "metrics.reinit.when=last", "trainer.snapshot_epochs=[1]",
         # families added to metrics=all after this recording: its keys stay those recorded
-        "metrics.cka.when=off", "metrics.weight_spectra.when=off"],
+        "metrics.cka.when=off", "metrics.weight_spectra.when=off",
+        "metrics.neural_collapse.when=off", "metrics.effective_rank.when=off",
+        "metrics.intrinsic_dimension.when=off"],
     # ReLU_α per channel with the L1 penalty and oscillation freezing; lin_pen; cosine; SGD
     "relu_alpha_penalty": BASE + [
         "model=cnn3", "model.width=4", "model.activation=relu_alpha", "head=lin_pen",

@@ -1,0 +1,92 @@
+"""One evaluation of each geometry family (neural_collapse, effective_rank,
+intrinsic_dimension) ÷ a bare forward pass over the same images, in the same run: cnn3 (width
+64) and resnet18 width 16 on synthetic 3x32x32 data, train + test splits.
+
+Run: ``python benchmarks/geometry_cost.py [--size 1000 --repeats 3]`` (CPU, 1 thread: ≈ 2 min).
+
+Rows per model, each the median of ``--repeats`` (min–max shown):
+- bare forward: the model over every eval split in eval mode, nothing kept;
+- ``<family>``: the family's compute on a Point whose shared feature pass (logits, x_pen) is
+  already done, as in a run where another family asked for it first — x_pen only (the
+  default, ``blocks: null``) and ``blocks=all`` (every backbone block; NC streams two extra
+  passes, the others one extra pass over their ``samples`` rows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.conftest
+from _common import start as start_benchmark  # noqa: E402
+
+from latentgeo import families  # noqa: E402
+from latentgeo.build import make_loaders  # noqa: E402
+from latentgeo.config import to_typed  # noqa: E402
+from latentgeo.data import load_dataset  # noqa: E402
+from latentgeo.models import build_model  # noqa: E402
+from tests.conftest import compose_cfg  # noqa: E402
+
+FAMILIES = ("neural_collapse", "effective_rank", "intrinsic_dimension")
+MODELS = {"cnn3": ["model=cnn3"], "resnet18_w16": ["model=resnet18", "model.width=16"]}
+
+
+def median_seconds(fn, repeats: int) -> list[float]:
+    fn()  # warm-up
+    seconds = []
+    for _ in range(repeats):
+        tic = time.perf_counter()
+        fn()
+        seconds.append(time.perf_counter() - tic)
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=1000, help="images per split (1000)")
+    parser.add_argument("--repeats", type=int, default=3)
+    args, device = start_benchmark(parser)
+    for model_name, model_overrides in MODELS.items():
+        overrides = [*model_overrides, "dataset=synthetic", "dataset.image_size=32",
+                     f"dataset.train_size={args.size}", f"dataset.test_size={args.size}",
+                     "trainer.eval_batch_size=500", "logger=local", "metrics=none"]
+        cfg = to_typed(compose_cfg(overrides))
+        data = load_dataset(cfg.dataset)
+        torch.manual_seed(0)
+        model = build_model(cfg, data.input_shape, data.num_classes).to(device)
+        loaders = make_loaders(cfg, data, device)
+
+        @torch.no_grad()
+        def bare_forward(model=model, loaders=loaders) -> None:
+            model.eval()
+            for loader in loaders.eval.values():
+                for x, _ in loader.epoch(0):
+                    model(x)
+
+        rows = {"bare forward (train + test)": median_seconds(bare_forward, args.repeats)}
+        for name in FAMILIES:
+            for blocks in (None, "all"):
+                block_cfg = to_typed(compose_cfg(
+                    [*overrides, f"metrics.{name}.blocks={'null' if blocks is None else blocks}"]))
+                point = families.Point(block_cfg, model, 1, False, data, loaders)
+                point.features  # noqa: B018  (the shared pass, done by the first family)
+                rows[f"{name}, {'x_pen' if blocks is None else 'blocks=all'}"] = median_seconds(
+                    lambda point=point, name=name: families.FAMILIES[name].compute(point),
+                    args.repeats)
+        bare = statistics.median(rows["bare forward (train + test)"])
+        print(f"{model_name}: synthetic 3x32x32, {args.size} train + {args.size} test, "
+              f"eval batch 500; median of {args.repeats} (min–max)")
+        print(f"{'':<36}{'seconds':>9}{'min–max':>16}{'÷ bare':>9}")
+        for row, values in rows.items():
+            median = statistics.median(values)
+            print(f"{row:<36}{median:>9.3f}{min(values):>8.3f}–{max(values):<7.3f}"
+                  f"{median / bare:>9.2f}")
+
+
+if __name__ == "__main__":
+    main()
