@@ -745,7 +745,12 @@ def never_learned(summary: dict[str, Any]) -> str | None:
 
 
 def job_order(path: Path) -> tuple[int, int | str]:
-    return (0, int(path.name)) if path.name.isdigit() else (1, path.name)
+    return job_key(path.name)
+
+
+def job_key(name: str) -> tuple[int, int | str]:
+    """Jobs ``0, 1, 2, …, 10`` in number order, then other names."""
+    return (0, int(name)) if name.isdigit() else (1, name)
 
 
 class SweepDir:
@@ -772,28 +777,43 @@ def find_runs(path: Path | str) -> list[RunDir]:
     return [RunDir(path)] if is_run_dir(path) else SweepDir(path).runs()
 
 
-def find_all_runs(root: Path | str, _seen: set[Path] | None = None) -> list[RunDir]:
+NOT_RUNS = ("archive", ARTIFACTS["eval"], ARTIFACTS["wandb"], ARTIFACTS["checkpoints"])
+
+
+def find_all_runs(root: Path | str) -> list[RunDir]:
     """Every run dir under ``root`` (``root`` itself included), a sweep's jobs in job order;
-    archived records (``archive/``) and evaluation outputs (``eval/``) are not runs. A folder
-    reached again through a symlink is read once (a link to a parent made an endless walk)."""
+    archived records (``archive/``) and evaluation outputs (``eval/``) are not runs, nor are
+    hidden folders. A folder reached again through a symlink is read once (a link to a parent
+    made an endless walk). One ``scandir`` per folder, no other system call per entry: listing
+    10,000 runs costs little more than reading their status.json."""
     root = Path(root)
     if not root.exists():  # a typo in a path must not read as "no runs"
         raise FileNotFoundError(f"{root} does not exist")
-    seen = set() if _seen is None else _seen
-    if root.resolve() in seen:
-        return []
-    seen.add(root.resolve())
-    if is_run_dir(root):
-        return [RunDir(root)]
     found: list[RunDir] = []
-    if not root.is_dir():
-        return found
-    for child in sorted((p for p in root.iterdir() if p.is_dir()), key=job_order):
-        if child.name in ("archive", ARTIFACTS["eval"], ARTIFACTS["wandb"],
-                          ARTIFACTS["checkpoints"]) or child.name.startswith("."):
-            continue
-        found += find_all_runs(child, seen)
+    _walk(os.fspath(root), found, set())
     return found
+
+
+def _walk(folder: str, found: list[RunDir], seen: set[tuple[int, int]]) -> None:
+    try:
+        info = os.stat(folder)
+        if (info.st_dev, info.st_ino) in seen:
+            return
+        seen.add((info.st_dev, info.st_ino))
+        with os.scandir(folder) as listing:
+            entries = list(listing)
+    except OSError:  # not a folder (a file given as root), or unreadable: no runs there
+        return
+    files = {entry.name for entry in entries if entry.is_file()}  # d_type: no system call
+    if ARTIFACTS["status"] in files or ARTIFACTS["config"] in files or (
+            any(entry.name == ".hydra" for entry in entries)
+            and os.path.isfile(os.path.join(folder, HYDRA_CONFIG))):
+        found.append(RunDir(folder))
+        return
+    children = [entry for entry in entries if entry.name not in NOT_RUNS
+                and not entry.name.startswith(".") and entry.is_dir()]
+    for child in sorted(children, key=lambda entry: job_key(entry.name)):
+        _walk(child.path, found, seen)
 
 
 def alpha_trajectories(events: list[dict[str, Any]]) -> dict[str, dict[str, list]]:
