@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -21,6 +22,17 @@ def print_header(device: torch.device) -> None:
     print(f"# {Path(sys.argv[0]).name}  device {device} ({name or platform.machine()})  "
           f"torch {torch.__version__}  threads {torch.get_num_threads()}  "
           f"load avg {os.getloadavg()[0]:.1f}")
+
+
+def timed(fn, device: torch.device) -> float:
+    """Seconds ``fn()`` takes, the device's queued work included."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    tic = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - tic
 
 
 def start(parser) -> tuple:

@@ -16,21 +16,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.conftest
 from _common import start as start_benchmark  # noqa: E402
 
 from latentgeo import families  # noqa: E402
 from latentgeo.build import make_loaders  # noqa: E402
+from latentgeo.config import compose as compose_cfg  # noqa: E402
 from latentgeo.config import to_typed  # noqa: E402
 from latentgeo.data import load_dataset  # noqa: E402
 from latentgeo.models import build_model  # noqa: E402
-from tests.conftest import compose_cfg  # noqa: E402
 
 FAMILIES = ("neural_collapse", "effective_rank", "intrinsic_dimension")
 MODELS = {"cnn3": ["model=cnn3"], "resnet18_w16": ["model=resnet18", "model.width=16"]}

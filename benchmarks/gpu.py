@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import default_threads, evaluate, weight_metrics
+from _common import default_threads, evaluate, timed, weight_metrics
 
 from latentgeo import loop
 from latentgeo.build import make_loaders
@@ -45,7 +45,6 @@ from latentgeo.models import build_model
 BE_EPOCHS = 800
 BE_IMAGES = 50000
 BE_BUDGET_H = 10.0  # A100-hours
-
 
 
 def print_header(device: torch.device | None) -> None:
@@ -62,14 +61,6 @@ def print_header(device: torch.device | None) -> None:
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def timed(fn, device: torch.device) -> float:
-    synchronize(device)
-    tic = time.perf_counter()
-    fn()
-    synchronize(device)
-    return time.perf_counter() - tic
 
 
 def main() -> None:

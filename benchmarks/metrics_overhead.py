@@ -32,7 +32,7 @@ import statistics
 import time
 
 import torch
-from _common import evaluate, weight_metrics
+from _common import evaluate, timed, weight_metrics
 from _common import start as start_benchmark
 
 from latentgeo import loop
@@ -41,16 +41,6 @@ from latentgeo.config import compose
 from latentgeo.data import load_dataset
 from latentgeo.metrics.features import collect_features
 from latentgeo.models import build_model
-
-
-def timed(fn, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    tic = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - tic
 
 
 def main() -> None:

@@ -18,33 +18,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
-import time
-from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.conftest
 from _common import start as start_benchmark  # noqa: E402
+from _common import timed  # noqa: E402
 
 from latentgeo import families  # noqa: E402
 from latentgeo.build import make_loaders  # noqa: E402
+from latentgeo.config import compose as compose_cfg  # noqa: E402
 from latentgeo.config import to_typed  # noqa: E402
 from latentgeo.data import load_dataset  # noqa: E402
 from latentgeo.models import build_model  # noqa: E402
-from tests.conftest import compose_cfg  # noqa: E402
 
 MODELS = {"cnn3": ["model=cnn3"], "resnet18 w16": ["model=resnet18", "model.width=16"]}
-
-
-def timed(fn, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    tic = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - tic
 
 
 def measure(label: str, model_overrides: list[str], images: int, repeats: int,
