@@ -10,6 +10,7 @@ import os
 import pickle
 import random
 import re
+import select
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,11 @@ def pause_point(name: str) -> None:
     fd = os.open(fifo, os.O_RDWR)  # never blocks, and keeps the FIFO open before announcing
     try:
         (Path(folder) / f"{name}.reached.{os.getpid()}").touch()
-        os.read(fd, 1)  # until the test writes
+        # until the test writes; waking 10 times a second, because a signal the kernel hands
+        # to another thread (torch's) would not end a read blocked in this one
+        while not select.select([fd], [], [], 0.1)[0]:
+            pass
+        os.read(fd, 1)
     finally:
         os.close(fd)
 
