@@ -448,6 +448,8 @@ class DepthPanel:
     extra: str = ""  # the name of one extra column after the layers, e.g. "whole net"
     note: str = ""
     reference: float | None = None  # a horizontal reference line (e.g. 0)
+    band: tuple[float, float] | None = None  # a shaded range (e.g. WeightWatcher's 2 ≤ α ≤ 6)
+    band_label: str = ""
 
 
 @styled
@@ -489,6 +491,10 @@ def depth_figure(panels: Sequence[DepthPanel], key_title: str = "epoch",
             names.append(panel.extra)
         if panel.reference is not None:
             ax.axhline(panel.reference, color="0.5", linewidth=0.8)
+        if panel.band is not None:
+            ax.axhspan(*panel.band, color="tab:green", alpha=0.12, linewidth=0)
+            ax.text(0.01, panel.band[1], f" {panel.band_label}", transform=ax.get_yaxis_transform(),
+                    va="bottom", ha="left", fontsize=7, color="tab:green")
         ax.set_xticks(ticks, names, rotation=60 if rotate else 0,
                       ha="right" if rotate else "center", rotation_mode="anchor",
                       fontsize=7 if len(names) > 10 else 8)
@@ -507,6 +513,44 @@ def depth_figure(panels: Sequence[DepthPanel], key_title: str = "epoch",
         handles += [Line2D([], [], color="0.2", linestyle=SPLIT_STYLE.get(s, "-"), label=s)
                     for s in styles]
     legend_below(fig, handles, title=key_title, columns=min(len(handles), 8))
+    return fig
+
+
+@dataclass
+class MatrixPanel:
+    title: str
+    labels: list[str]  # rows = columns, in depth order
+    matrix: np.ndarray  # [L, L], NaN where unknown
+
+
+@styled
+def similarity_figure(panels: Sequence[MatrixPanel], colorbar: str) -> Figure:
+    """Layer × layer similarities in [0, 1] (CKA), one heatmap per panel, values written in the
+    cells while they stay legible; one colour bar."""
+    most = max((len(p.labels) for p in panels), default=1)
+    side = min(PAGE_WIDTH / max(len(panels), 1), max(3.2, 0.32 * most + 1.8))
+    fig = Figure(figsize=(min(PAGE_WIDTH, side * len(panels) + 1.0), side + 0.6), dpi=DPI,
+                 layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    image = None
+    for ax, panel in zip(axes, panels, strict=True):
+        ax.grid(False)
+        ax.set_facecolor("0.85")
+        image = ax.imshow(np.ma.masked_invalid(panel.matrix), cmap="viridis", vmin=0.0,
+                          vmax=1.0, aspect="equal")
+        labels = [axis_label(label) for label in panel.labels]
+        ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right",
+                      rotation_mode="anchor", fontsize=7)
+        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+        if panel.matrix.size <= ANNOTATE_MAX_CELLS:
+            for (row, column), value in np.ndenumerate(panel.matrix):
+                if math.isfinite(value):
+                    ax.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=6,
+                            color="black" if value > 0.6 else "white")
+        ax.set_title(wrap(panel.title, 40))
+    if image is not None:
+        fig.colorbar(image, ax=list(axes), label=colorbar, shrink=0.8)
     return fig
 
 
