@@ -31,8 +31,11 @@ SLOW = [*TINY, f"trainer.epochs={EPOCHS}", "dataset.train_size=256", "metrics=no
 def start_cli(args: list[str], out: Path, pause: Pause | None = None) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "LATENTGEO_OUTPUT": str(out),
            **(pause.env if pause else {})}
+    # SIGINT as at a terminal: a shell without job control starts background commands with
+    # SIGINT ignored, and a child inherits that (the run would never see the test's Ctrl-C)
     return subprocess.Popen([sys.executable, "-m", "latentgeo.train", *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def held_at(point: str, tmp_path: Path, args: list[str] = SLOW
