@@ -18,7 +18,7 @@ import statistics
 import time
 
 import torch
-from _common import start as start_benchmark  # noqa: E402
+from _common import start as start_benchmark
 
 from latentgeo.data import TensorLoader, load_synthetic
 from latentgeo.data.torch_loader import TorchLoader

@@ -19,14 +19,14 @@ import statistics
 import time
 
 import torch
-from _common import start as start_benchmark  # noqa: E402
+from _common import start as start_benchmark
 
-from latentgeo import families  # noqa: E402
-from latentgeo.build import make_loaders  # noqa: E402
-from latentgeo.config import compose as compose_cfg  # noqa: E402
-from latentgeo.config import to_typed  # noqa: E402
-from latentgeo.data import load_dataset  # noqa: E402
-from latentgeo.models import build_model  # noqa: E402
+from latentgeo import families
+from latentgeo.build import build_loaders
+from latentgeo.config import compose as compose_cfg
+from latentgeo.config import to_typed
+from latentgeo.data import load_dataset
+from latentgeo.models import build_model
 
 FAMILIES = ("neural_collapse", "effective_rank", "intrinsic_dimension")
 MODELS = {"cnn3": ["model=cnn3"], "resnet18_w16": ["model=resnet18", "model.width=16"]}
@@ -55,7 +55,7 @@ def main() -> None:
         data = load_dataset(cfg.dataset)
         torch.manual_seed(0)
         model = build_model(cfg, data.input_shape, data.num_classes).to(device)
-        loaders = make_loaders(cfg, data, device)
+        loaders = build_loaders(cfg, data, device)
 
         @torch.no_grad()
         def bare_forward(model=model, loaders=loaders) -> None:

@@ -8,7 +8,7 @@ device it prints "skipped: no CUDA" and exits 0 (so ``make bench`` works on CPU)
 of the same code on a CPU.
 
 Variants, each from the same initial weights, trained by ``loop.train_epoch`` over the
-``make_loaders`` train loader (TensorLoader, augment on, as for cifar10):
+``build_loaders`` train loader (TensorLoader, augment on, as for cifar10):
 - fp32: no switches (cuDNN's default TF32 convolutions);
 - bf16 + channels_last: ``autocast_dtype=torch.bfloat16``, model and batches NHWC;
 - bf16 + channels_last + compile: the same through ``torch.compile`` (mode default).
@@ -37,7 +37,7 @@ import torch
 from _common import default_threads, evaluate, timed, weight_metrics
 
 from latentgeo import loop
-from latentgeo.build import make_loaders
+from latentgeo.build import build_loaders
 from latentgeo.config import compose
 from latentgeo.data import Split, load_dataset
 from latentgeo.models import build_model
@@ -96,7 +96,7 @@ def main() -> None:
     for name in ("train", "test"):  # resident on the device once; the loaders share it
         split = getattr(data, name)
         setattr(data, name, Split(split.x.to(device), split.y.to(device)))
-    loaders = make_loaders(cfg, data, device)
+    loaders = build_loaders(cfg, data, device)
     print(f"data: {args.images} train + {args.images // 5} test uint8 3x32x32 on {device} "
           f"({time.perf_counter() - tic:.1f} s to make)")
     torch.manual_seed(0)

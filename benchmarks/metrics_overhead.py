@@ -36,7 +36,7 @@ from _common import evaluate, timed, weight_metrics
 from _common import start as start_benchmark
 
 from latentgeo import loop
-from latentgeo.build import make_loaders
+from latentgeo.build import build_loaders
 from latentgeo.config import compose
 from latentgeo.data import load_dataset
 from latentgeo.metrics.features import collect_features
@@ -66,7 +66,7 @@ def main() -> None:
     model = build_model(cfg, data.input_shape, data.num_classes).to(device)
     init_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     optimizer = loop.build_optimizer(cfg.optimizer, model)
-    loaders = make_loaders(cfg, data, device)
+    loaders = build_loaders(cfg, data, device)
     loss_fn = loop.classifier_loss(cfg.head.gamma_start)
 
     def train(epoch: int) -> None:
@@ -81,7 +81,7 @@ def main() -> None:
         model.train()
 
     subset_cfg = compose([*overrides, "metrics.train_subset=100"])
-    subset_loaders = make_loaders(subset_cfg, data, device)
+    subset_loaders = build_loaders(subset_cfg, data, device)
     rows = {
         "train epoch": lambda epoch: train(epoch),
         "bare forward (train + test)": lambda epoch: bare_forward(),

@@ -20,15 +20,15 @@ import argparse
 import statistics
 
 import torch
-from _common import start as start_benchmark  # noqa: E402
-from _common import timed  # noqa: E402
+from _common import start as start_benchmark
+from _common import timed
 
-from latentgeo import families  # noqa: E402
-from latentgeo.build import make_loaders  # noqa: E402
-from latentgeo.config import compose as compose_cfg  # noqa: E402
-from latentgeo.config import to_typed  # noqa: E402
-from latentgeo.data import load_dataset  # noqa: E402
-from latentgeo.models import build_model  # noqa: E402
+from latentgeo import families
+from latentgeo.build import build_loaders
+from latentgeo.config import compose as compose_cfg
+from latentgeo.config import to_typed
+from latentgeo.data import load_dataset
+from latentgeo.models import build_model
 
 MODELS = {"cnn3": ["model=cnn3"], "resnet18 w16": ["model=resnet18", "model.width=16"]}
 
@@ -46,7 +46,7 @@ def measure(label: str, model_overrides: list[str], images: int, repeats: int,
     torch.manual_seed(0)
     model = build_model(cfg, data.input_shape, data.num_classes).to(device)
     init_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    loaders = make_loaders(cfg, data, device)
+    loaders = build_loaders(cfg, data, device)
 
     def family(name: str, *extra: str):
         typed = to_typed(compose_cfg([*overrides, *extra]))

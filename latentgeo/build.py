@@ -20,8 +20,7 @@ from pathlib import Path
 import torch
 
 from latentgeo.config import ConfigError, TrainConfig, check, to_typed, with_changes
-from latentgeo.data import DATASETS, LOADERS, DataBundle, Loaders, load_dataset
-from latentgeo.data import make_loaders as make_split_loaders
+from latentgeo.data import DATASETS, LOADERS, DataBundle, Loaders, load_dataset, make_loaders
 from latentgeo.data.datasets import load_ood
 from latentgeo.loop import OPTIMIZERS, PENALTIES, SCHEDULES
 from latentgeo.models import HEADS, MODELS, Classifier, build_model
@@ -81,9 +80,10 @@ def load_data(cfg: TrainConfig) -> tuple[DataBundle, DataBundle | None]:
     return data, ood
 
 
-def make_loaders(cfg: TrainConfig, data: DataBundle, device: torch.device,
-                 ood: DataBundle | None = None) -> Loaders:
-    return make_split_loaders(cfg.dataset, cfg.trainer, cfg.metrics, data, device, ood)
+def build_loaders(cfg: TrainConfig, data: DataBundle, device: torch.device,
+                  ood: DataBundle | None = None) -> Loaders:
+    """The run's loaders from its whole config (``data.make_loaders`` takes the sub-configs)."""
+    return make_loaders(cfg.dataset, cfg.trainer, cfg.metrics, data, device, ood)
 
 
 @dataclass
@@ -134,7 +134,7 @@ def load_run(run_dir: Path | RunDir, checkpoint: str | int | None = "last",
              device: str | None = None, with_ood: bool = False,
              cfg: TrainConfig | None = None) -> LoadedRun:
     """config.yaml (or ``cfg``, from ``run_config``) + ``checkpoints/<checkpoint>.pt`` ->
-    data, model, loaders, as ``train`` built them. ``device``: default the run's
+    data, model, loaders, as ``training.train_and_record`` built them. ``device``: default the run's
     ``trainer.device``. Raises FileNotFoundError (naming the checkpoints that exist) or
     ConfigError (a device that is not here)."""
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
@@ -151,7 +151,7 @@ def load_run(run_dir: Path | RunDir, checkpoint: str | int | None = "last",
     state = load_checkpoint(path, target)
     model.load_state_dict(state["model"])
     model.eval()
-    loaders = make_loaders(cfg, data, target, ood)
+    loaders = build_loaders(cfg, data, target, ood)
     return LoadedRun(run, cfg, data, ood, model, loaders, name, int(state["epoch"]), target)
 
 
@@ -167,4 +167,4 @@ def owning(run_dir: Path, purpose: str, command: Callable[[], int]) -> int:
 
 
 __all__ = ["ConfigError", "LoadedRun", "check_data", "check_names", "load_data", "load_run",
-           "make_loaders", "owning", "resolve_device", "run_config"]
+           "build_loaders", "owning", "resolve_device", "run_config"]

@@ -58,7 +58,7 @@ import numpy as np
 import torch
 
 from latentgeo import aggregate as agg
-from latentgeo import figures
+from latentgeo import figures, selection
 from latentgeo.families.latent import BINARY_CODE_HEADS
 from latentgeo.metrics.features import PENULTIMATE
 from latentgeo.metrics.mahalanobis import misclassification_distances
@@ -335,14 +335,14 @@ def _finish(variants: list[Variant]) -> list[Variant]:
     return variants
 
 
-def sweep_variants(result: agg.AggregateResult, by_name: dict[str, RunDir]) -> list[Variant]:
+def sweep_variants(result: selection.AggregateResult, by_name: dict[str, RunDir]) -> list[Variant]:
     """The variants with a usable run, their selected runs in seed order."""
     usable = [v for v in result.variants if v.selected]
     labels = short_labels([v.variant for v in usable], [v.label for v in usable])
     taken: set[str] = set()
     variants = []
     for v, label in zip(usable, labels, strict=False):
-        chosen = sorted(v.selected, key=lambda s: agg.value_order(s.seed))
+        chosen = sorted(v.selected, key=lambda s: selection.value_order(s.seed))
         variants.append(Variant(label, v.label, _slug(label, taken),
                                 [by_name[s.run] for s in chosen], [s.seed for s in chosen],
                                 [s.lr for s in chosen]))
@@ -352,8 +352,8 @@ def sweep_variants(result: agg.AggregateResult, by_name: dict[str, RunDir]) -> l
 def run_variant(run: RunDir) -> Variant:
     config = run.flat_config()
     label = str(config.get("head.name") or run.name)
-    return _finish([Variant(label, label, "", [run], [config.get(agg.SEED_KEY)],
-                            [config.get(agg.LR_KEY)])])[0]
+    return _finish([Variant(label, label, "", [run], [config.get(selection.SEED_KEY)],
+                            [config.get(selection.LR_KEY)])])[0]
 
 
 # ----------------------------------------------------------------------------- missing values
@@ -570,7 +570,7 @@ def _depth_series(variant: Variant, keys: Sequence[str], epochs: Sequence[int],
         means, stds = [], []
         for key in [*keys, *([extra_key] if extra_key else [])]:
             values = [c[key][epoch][0] for c in variant.curves if epoch in c.get(key, {})]
-            stats = agg.mean_std(values)
+            stats = selection.mean_std(values)
             means.append(math.nan if stats["mean"] is None else stats["mean"])
             stds.append(math.nan if stats["std"] is None else stats["std"])
         label = f"epoch {epoch}" + (" (init)" if epoch == 0 else "")
@@ -972,9 +972,9 @@ def _run_facts(run: RunDir) -> str:
     return _table(["", str(run.dir)], rows)
 
 
-def _aggregate_html(result: agg.AggregateResult) -> str:
+def _aggregate_html(result: selection.AggregateResult) -> str:
     names = agg.metric_names(result)
-    main = [n for n in dict.fromkeys([result.select, *agg.TABLE_COLUMNS,
+    main = [n for n in dict.fromkeys([result.select, *selection.TABLE_COLUMNS,
                                       "test/binarity/score", "test/same_encoding_fraction",
                                       "test/collapse/within_class_variation",
                                       "test/mahalanobis/auroc_exact", "test/perturbation/score"])
@@ -1000,14 +1000,14 @@ def _aggregate_html(result: agg.AggregateResult) -> str:
 LR_CHOICES_SHOWN = 3  # the commonest selected LRs a cell names; the rest are counted
 
 
-def lr_choices(selected: Sequence[agg.Selection]) -> str:
+def lr_choices(selected: Sequence[selection.Selection]) -> str:
     """``0.001 (38/50 seeds), 0.003 (12/50 seeds)``: the selected LRs, commonest first (ties:
     the smaller LR), whatever the number of seeds."""
     if not selected:
         return "-"
-    counts = Counter(agg._canonical(s.lr) for s in selected)
-    lrs = {agg._canonical(s.lr): s.lr for s in selected}
-    order = sorted(counts, key=lambda text: (-counts[text], agg.value_order(lrs[text])))
+    counts = Counter(selection.canonical(s.lr) for s in selected)
+    lrs = {selection.canonical(s.lr): s.lr for s in selected}
+    order = sorted(counts, key=lambda text: (-counts[text], selection.value_order(lrs[text])))
     shown = [f"{agg.format_number(lrs[text])} ({counts[text]}/{len(selected)} seeds)"
              for text in order[:LR_CHOICES_SHOWN]]
     if len(order) > LR_CHOICES_SHOWN:
@@ -1019,15 +1019,16 @@ RUNS_SHOWN = 20  # a longer run table folds into a <details> under a line of sta
 
 
 def _runs_html(runs: Sequence[RunDir], select: str,
-               result: agg.AggregateResult | None = None) -> str:
+               result: selection.AggregateResult | None = None) -> str:
     selected = result.selected_runs() if result else set()
     rows, classes = [], []
     for run in runs:
-        value = agg.selection_value(run, select)
+        value = selection.selection_value(run, select)
         variant = result.run_variant[run.name] if result else ""
-        reason = agg.exclusion_reason(run, select) or ""
+        reason = selection.exclusion_reason(run, select) or ""
         rows.append([run.name + (" *" if run.name in selected else ""), run.state, variant,
-                     agg.seed_of(run), agg.lr_of(run), agg.format_number(value), reason])
+                     selection.seed_of(run), selection.lr_of(run), agg.format_number(value),
+                     reason])
         classes.append("selected" if run.name in selected else
                        "" if run.state == "ok" else "busy" if run.state == "running" else "bad")
     table = _table(["run (* selected)", "state", "variant", "seed", "lr", select, "reason"],
@@ -1116,9 +1117,9 @@ def run_report_body(run_dir: Path, files_dir: Path) -> str:
 
 
 def sweep_report_body(sweep_dir: Path, files_dir: Path, select: str) -> str:
-    runs = agg.load_runs(sweep_dir)
+    runs = selection.sweep_runs(sweep_dir)
     try:
-        result = agg.aggregate(runs, select=select, sweep_dir=sweep_dir)
+        result = selection.aggregate(runs, select=select, sweep_dir=sweep_dir)
     except KeyError as error:  # nothing selectable yet (all running or failed): still list runs
         return (f'<p class="warn">No aggregate: {_esc(error.args[0])}</p>'
                 f"<h2>Runs</h2>{_runs_html(runs, select)}")
@@ -1134,7 +1135,7 @@ def sweep_report_body(sweep_dir: Path, files_dir: Path, select: str) -> str:
 
 
 def build_report(path: str | Path, out: str | Path | None = None,
-                 select: str = agg.DEFAULT_SELECT) -> Path:
+                 select: str = selection.DEFAULT_SELECT) -> Path:
     """Write the report of a run dir or sweep dir; return the HTML path (default
     ``<path>/report.html``, figures in ``report_files/`` beside it)."""
     path = Path(path)
@@ -1168,7 +1169,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("path", type=Path, help="a run dir or a sweep dir")
     parser.add_argument("--out", type=Path, help="HTML file to write (default PATH/report.html)")
-    parser.add_argument("--select", default=agg.DEFAULT_SELECT, metavar="METRIC",
+    parser.add_argument("--select", default=selection.DEFAULT_SELECT, metavar="METRIC",
                         help="sweep only: summary key for the best-LR selection "
                              "(test/accuracy or val/accuracy)")
     return parser

@@ -44,10 +44,10 @@ class JobFailed(CompactHydraException):
 def train(cfg: DictConfig | TrainConfig, run_dir: Path, group: str | None = None,
           overrides: list[str] | None = None, values_checked: bool = False) -> dict:
     """Run (or resume) one training run into ``run_dir``; returns its summary
-    (``latentgeo.training.train``, imported on first use: it brings torch)."""
+    (``latentgeo.training.train_and_record``, imported on first use: it brings torch)."""
     from latentgeo import training  # start-up cost only, not a cycle: see the module docstring
 
-    return training.train(cfg, run_dir, group, overrides, values_checked)
+    return training.train_and_record(cfg, run_dir, group, overrides, values_checked)
 
 
 def reject_bad_values(cfg: DictConfig, run_dir: Path) -> TrainConfig:

@@ -1,6 +1,7 @@
 """One training run end to end: refuse a conflicting rerun, own the run dir, read its checkpoint,
 validate, build, ``engine.fit``, check the events, record the summary — and record whatever
-stops it (a failure, a signal) in status.json. ``python -m latentgeo.train`` calls ``train``.
+stops it (a failure, a signal) in status.json. ``python -m latentgeo.train`` calls
+``train_and_record``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from latentgeo.analysis.lr_find import suggest_lr, write_lr_find
-from latentgeo.build import check_data, load_data, make_loaders, resolve_device
+from latentgeo.build import build_loaders, check_data, load_data, resolve_device
 from latentgeo.checks import validate
 from latentgeo.config import (
     ConfigError,
@@ -27,6 +28,7 @@ from latentgeo.engine import fit
 from latentgeo.metrics.chance import learning_summary
 from latentgeo.models import build_model
 from latentgeo.records import (
+    ARTIFACTS,
     DISK_FULL,
     RunDamaged,
     RunDir,
@@ -80,7 +82,7 @@ def resume_epoch(run: RunDir) -> int:
                          "this record and start afresh") from None
 
 
-def train(cfg: DictConfig | TrainConfig, run_dir: Path, group: str | None = None,
+def train_and_record(cfg: DictConfig | TrainConfig, run_dir: Path, group: str | None = None,
           overrides: list[str] | None = None, values_checked: bool = False) -> dict:
     """Run (or resume) one training run into ``run_dir``; returns its summary. The run dir is
     owned by this process throughout (a second writer is refused); whatever fails after the
@@ -121,7 +123,7 @@ def record_run(cfg: TrainConfig, run: RunDir, config: dict, config_yaml: str,
         if cfg.optimizer.lr == "auto":
             cfg = resolve_auto_lr(cfg, data, device, run, resumed_epoch)
         model = build_model(cfg, data.input_shape, data.num_classes).to(device)
-        loaders = make_loaders(cfg, data, device, ood)
+        loaders = build_loaders(cfg, data, device, ood)
         if cfg.logger.name == "wandb":
             sink = start_training_sink(run, cfg, config, group, overrides or [])
         if resumed_epoch:
@@ -153,7 +155,7 @@ def record_run(cfg: TrainConfig, run: RunDir, config: dict, config_yaml: str,
             raise RunFailed(reason) from error
         raise
     if sink is not None:
-        figures = [run.artifact(name) for name in ("alpha_plot", "reinit_plot", "lr_find_plot")]
+        figures = [run.artifact(name) for name, file in ARTIFACTS.items() if file.endswith(".png")]
         sink.log_images({path.stem: path for path in figures},
                         step=events[-1]["step"] if events else 0)
         sink.run.summary.update({k: v for k, v in summary.items() if v is not None})

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from latentgeo import aggregate as agg
+from latentgeo import selection
 from latentgeo.tracking import log_table, sweep_wandb_settings
 
 # (head, seed, lr, test/accuracy, val/accuracy, test/binarity/score, convergence_epoch)
@@ -75,26 +76,26 @@ def sweep(tmp_path: Path) -> Path:
     return sweep_dir
 
 
-def variant(result: agg.AggregateResult, label: str) -> agg.VariantResult:
+def variant(result: selection.AggregateResult, label: str) -> selection.VariantResult:
     return next(v for v in result.variants if v.label == label)
 
 
-def picks(v: agg.VariantResult) -> dict[int, tuple[float, str]]:
+def picks(v: selection.VariantResult) -> dict[int, tuple[float, str]]:
     return {s.seed: (s.lr, s.run) for s in v.selected}
 
 
 def test_runs_are_listed_in_job_order_with_their_state(sweep: Path) -> None:
-    runs = agg.load_runs(sweep)
+    runs = selection.sweep_runs(sweep)
     assert [r.name for r in runs] == [str(i) for i in range(14)]
     states = {r.name: (r.state, r.reason) for r in runs}
     assert states["12"] == ("failed", "loss is NaN at epoch 3")
     assert states["13"][0] == "running"
-    assert agg.lr_of(runs[5]) == 4e-4 and agg.seed_of(runs[5]) == 1
+    assert selection.lr_of(runs[5]) == 4e-4 and selection.seed_of(runs[5]) == 1
     assert runs[0].flat_config()["model.widths"] == [64, 32]
 
 
 def test_variant_keys_exclude_lr_seed_bookkeeping_and_aliases(sweep: Path) -> None:
-    keys, excluded = agg.variant_keys(agg.load_runs(sweep))
+    keys, excluded = selection.variant_keys(selection.sweep_runs(sweep))
     assert keys == ["head.name"]
     assert excluded == {
         "dataset.root": "bookkeeping", "logger.group": "bookkeeping", "name": "bookkeeping",
@@ -104,17 +105,17 @@ def test_variant_keys_exclude_lr_seed_bookkeeping_and_aliases(sweep: Path) -> No
 
 
 def test_best_lr_per_variant_and_seed_on_test_accuracy(sweep: Path) -> None:
-    result = agg.aggregate(agg.load_runs(sweep), select="test/accuracy")
+    result = selection.aggregate(selection.sweep_runs(sweep), select="test/accuracy")
     assert [v.label for v in result.variants] == [BIN, NOPEN]
     assert picks(variant(result, BIN)) == {0: (2e-4, "1"), 1: (4e-4, "5")}
     assert picks(variant(result, NOPEN)) == {0: (1e-4, "6"), 1: (2e-4, "10")}  # tie → smaller LR
-    selection = variant(result, BIN).selected[0]
-    assert selection.candidates == 3
-    assert selection.missing_lrs == [8e-4]  # the sweep's only 8e-4 run is still running
+    chosen = variant(result, BIN).selected[0]
+    assert chosen.candidates == 3
+    assert chosen.missing_lrs == [8e-4]  # the sweep's only 8e-4 run is still running
 
 
 def test_mean_and_population_std_over_seeds(sweep: Path) -> None:
-    result = agg.aggregate(agg.load_runs(sweep))
+    result = selection.aggregate(selection.sweep_runs(sweep))
     bin_metrics = variant(result, BIN).metrics
     # selected bin_enc runs: (0.85, 0.60, conv 12) and (0.86, 0.90, conv null)
     assert bin_metrics["test/accuracy"]["mean"] == pytest.approx(0.855)
@@ -135,7 +136,7 @@ def test_mean_and_population_std_over_seeds(sweep: Path) -> None:
 
 
 def test_failed_and_running_runs_are_excluded_and_counted(sweep: Path) -> None:
-    result = agg.aggregate(agg.load_runs(sweep))
+    result = selection.aggregate(selection.sweep_runs(sweep))
     bin_enc, nopen = variant(result, BIN), variant(result, NOPEN)
     assert bin_enc.excluded_runs == {"12": "failed: loss is NaN at epoch 3"}
     assert bin_enc.seeds == [0, 1, 2] and bin_enc.missing_seeds == [2]
@@ -147,7 +148,7 @@ def test_failed_and_running_runs_are_excluded_and_counted(sweep: Path) -> None:
 
 
 def test_select_on_validation_accuracy(sweep: Path) -> None:
-    result = agg.aggregate(agg.load_runs(sweep), select="val/accuracy")
+    result = selection.aggregate(selection.sweep_runs(sweep), select="val/accuracy")
     assert picks(variant(result, BIN)) == {0: (4e-4, "2"), 1: (1e-4, "3")}
     assert picks(variant(result, NOPEN)) == {0: (2e-4, "7"), 1: (4e-4, "11")}
     bin_metrics, nopen = variant(result, BIN).metrics, variant(result, NOPEN).metrics
@@ -160,13 +161,13 @@ def test_select_on_validation_accuracy(sweep: Path) -> None:
 
 
 def test_selecting_on_test_warns_and_offers_val(sweep: Path) -> None:
-    result = agg.aggregate(agg.load_runs(sweep))
+    result = selection.aggregate(selection.sweep_runs(sweep))
     warning = next(w for w in result.warnings if "optimistic" in w)
     assert "--select val/accuracy" in warning
 
 
 def test_group_by_pools_the_heads(sweep: Path) -> None:
-    result = agg.aggregate(agg.load_runs(sweep), group_by=["head.penultimate_nodes"])
+    result = selection.aggregate(selection.sweep_runs(sweep), group_by=["head.penultimate_nodes"])
     (pooled,) = result.variants
     assert pooled.label == "head.penultimate_nodes=6"
     assert picks(pooled) == {0: (1e-4, "6"), 1: (2e-4, "10")}  # best over both heads and LRs
@@ -174,7 +175,7 @@ def test_group_by_pools_the_heads(sweep: Path) -> None:
     assert pooled.metrics["test/accuracy"]["mean"] == pytest.approx(0.915)
     assert result.excluded_keys["head.name"] == "not in --group-by (pooled)"
     with pytest.raises(KeyError, match="head.nodes"):
-        agg.aggregate(agg.load_runs(sweep), group_by=["head.nodes"])
+        selection.aggregate(selection.sweep_runs(sweep), group_by=["head.nodes"])
 
 
 def test_cli_writes_csv_and_json(sweep: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -233,18 +234,18 @@ def test_broken_run_dirs_are_reported_not_fatal(tmp_path: Path) -> None:
     truncated = tmp_path / "2"
     write_run(truncated, "bin_enc", 0, 4e-4)
     (truncated / "status.json").write_text('{"state": "ok", "rea')
-    runs = {r.name: r for r in agg.load_runs(tmp_path)}
+    runs = {r.name: r for r in selection.sweep_runs(tmp_path)}
     assert (runs["0"].state, runs["0"].reason) == ("missing", "no status.json")
     assert (runs["1"].state, runs["1"].reason) == ("ok", "no summary.json")
     assert runs["2"].state == "unreadable" and "status.json" in runs["2"].reason
     with pytest.raises(KeyError, match="no ok run"):
-        agg.aggregate(list(runs.values()))
+        selection.aggregate(list(runs.values()))
 
     write_run(tmp_path / "3", "bin_enc", 1, 1e-4, summary={"test/accuracy": None})
     write_run(tmp_path / "4", "bin_enc", 1, 2e-4, summary={"test/accuracy": 0.5})
     write_run(tmp_path / "5", "bin_enc", 1, 4e-4, summary={"test/accuracy": 0.9})
     (tmp_path / "5" / "config.yaml").unlink()  # no LR / seed / variant: cannot be selected
-    result = agg.aggregate(agg.load_runs(tmp_path))
+    result = selection.aggregate(selection.sweep_runs(tmp_path))
     (only,) = result.variants
     assert [s.run for s in only.selected] == ["4"]
     assert only.excluded_runs["3"] == "ok: no finite test/accuracy in summary.json"
@@ -254,7 +255,7 @@ def test_broken_run_dirs_are_reported_not_fatal(tmp_path: Path) -> None:
 
 
 def test_wandb_logging_is_guarded(sweep: Path) -> None:
-    runs = agg.load_runs(sweep)
+    runs = selection.sweep_runs(sweep)
     configs = [run.flat_config() for run in runs]
     assert sweep_wandb_settings(configs, sweep) is None  # the runs logged offline
     for config in configs:
@@ -262,10 +263,10 @@ def test_wandb_logging_is_guarded(sweep: Path) -> None:
         config["logger.group"] = None
     settings = sweep_wandb_settings(configs, sweep)
     assert settings == {"project": "latentgeo", "entity": None, "group": "sweep"}
-    frame = agg.table_frame(agg.aggregate(runs))
+    frame = agg.table_frame(selection.aggregate(runs))
     assert log_table("aggregate", frame, settings, {}) is False  # never under pytest
 
 
 def test_population_std_helper() -> None:
-    assert agg.mean_std([1.0, 3.0, None, float("nan")]) == {"mean": 2.0, "std": 1.0, "n": 2}
-    assert agg.mean_std([None]) == {"mean": None, "std": None, "n": 0}
+    assert selection.mean_std([1.0, 3.0, None, float("nan")]) == {"mean": 2.0, "std": 1.0, "n": 2}
+    assert selection.mean_std([None]) == {"mean": None, "std": None, "n": 0}

@@ -22,7 +22,7 @@ LAYERS = [
     ("metric families", ["latentgeo.families"]),
     ("engine", ["latentgeo.engine", "latentgeo.checks"]),
     ("entry points", ["latentgeo.train", "latentgeo.training", "latentgeo.evaluate",
-                      "latentgeo.aggregate", "latentgeo.results",
+                      "latentgeo.aggregate", "latentgeo.selection", "latentgeo.results",
                       "latentgeo.report", "latentgeo.runs", "latentgeo.sync",
                       "latentgeo.sweep_callback", "latentgeo.demo",
                       "hydra_plugins.latentgeo_workstation"]),

@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from latentgeo import evaluate, families
-from latentgeo.build import load_data, make_loaders
+from latentgeo.build import build_loaders, load_data
 from latentgeo.checks import validate
 from latentgeo.config import ConfigError, to_typed
 from latentgeo.metrics.collapse import NC1Accumulator
@@ -148,7 +148,7 @@ def point():
     torch.manual_seed(0)
     data, _ = load_data(cfg)
     model = build_model(cfg, data.input_shape, data.num_classes)
-    loaders = make_loaders(cfg, data, torch.device("cpu"))
+    loaders = build_loaders(cfg, data, torch.device("cpu"))
     return families.Point(cfg, model, 1, False, data, loaders)
 
 

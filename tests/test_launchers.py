@@ -23,7 +23,7 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import OmegaConf, open_dict, read_write
 
 import latentgeo.train
-from latentgeo import aggregate
+from latentgeo import selection
 from latentgeo.records import read_json, read_metrics
 from latentgeo.sweep_callback import expected_job_count, format_summary, job_states
 from tests.conftest import REPO, TINY, Pause, run_cli
@@ -187,7 +187,7 @@ def test_submitit_local_lr_sweep_gives_two_ok_runs_and_their_aggregate(tmp_path)
     finals = [read_json(r / "summary.json")["test/accuracy"] for r in runs]
     assert [read_metrics(r / "metrics.jsonl")[-1]["test/accuracy"] for r in runs] == finals
 
-    result = aggregate.aggregate(aggregate.load_runs(sweep_dir), sweep_dir=sweep_dir)
+    result = selection.aggregate(selection.sweep_runs(sweep_dir), sweep_dir=sweep_dir)
     (variant,) = result.variants  # only the LR differs: one variant, one repeat
     (chosen,) = variant.selected
     best = max(range(2), key=lambda i: (finals[i], -i))  # ties go to the smaller LR
@@ -329,9 +329,9 @@ def test_slurm_sweep_with_a_failing_job_reports_it_and_fails_the_driver(local_sl
     assert sacct_states(local_slurm, sweep_dir, 3) == {0: "COMPLETED", 1: "COMPLETED",
                                                     2: "COMPLETED"}
 
-    runs = aggregate.load_runs(sweep_dir)
+    runs = selection.sweep_runs(sweep_dir)
     assert [(r.name, r.state) for r in runs] == [("0", "ok"), ("1", "ok"), ("2", "failed")]
-    table = aggregate.aggregate(runs, sweep_dir=sweep_dir)
+    table = selection.aggregate(runs, sweep_dir=sweep_dir)
     assert [v.variant["dataset.name"] for v in table.variants] == ["synthetic", "digits",
                                                                   "cifar10"]
     assert list(table.variants[2].excluded_runs) == ["2"] and not table.variants[2].selected

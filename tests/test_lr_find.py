@@ -14,7 +14,7 @@ from hydra.errors import ConfigCompositionException
 from torch import nn
 
 from latentgeo.analysis import lr_find as lf
-from latentgeo.build import make_loaders
+from latentgeo.build import build_loaders
 from latentgeo.data import load_dataset
 from latentgeo.data.datasets import Split
 from latentgeo.data.tensor_loader import TensorLoader, normalize
@@ -156,7 +156,7 @@ def test_suggest_lr_ramps_the_runs_own_model_loss_and_batches():
     # step 0 = the loss train() would compute on its first batch with the same initialisation
     torch.manual_seed(cfg.trainer.seed)
     model = build_model(cfg, data.input_shape, data.num_classes)
-    x, y = next(iter(make_loaders(cfg, data, CPU).train.epoch(1)))
+    x, y = next(iter(build_loaders(cfg, data, CPU).train.epoch(1)))
     gamma = gamma_at(1, cfg.head.gamma_start, cfg.head.gamma_factor, cfg.head.gamma_step,
                      cfg.head.gamma_max)
     model.train()

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from latentgeo import evaluate, families
-from latentgeo.build import make_loaders
+from latentgeo.build import build_loaders
 from latentgeo.checks import validate
 from latentgeo.config import ConfigError, to_typed
 from latentgeo.data import load_dataset
@@ -323,7 +323,7 @@ def test_the_family_pairs_the_right_representations(batch_size):
     init_state = {k: v.clone() for k, v in build_model(cfg, data.input_shape,
                                                        data.num_classes).state_dict().items()}
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    loaders = make_loaders(cfg, data, torch.device("cpu"))
+    loaders = build_loaders(cfg, data, torch.device("cpu"))
     point = families.Point(cfg, model, 1, False, data, loaders, init_state=init_state)
     values = families.FAMILIES["cka"].compute(point)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

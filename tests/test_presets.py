@@ -8,7 +8,7 @@ import pytest
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from latentgeo import aggregate
+from latentgeo import selection
 from latentgeo.build import check_data
 from latentgeo.checks import validate
 from latentgeo.config import to_typed
@@ -100,7 +100,7 @@ def test_each_binenc_preset_runs_at_toy_scale(preset, tmp_path):
     variants = {job_value(job, "variant") for job in jobs}
     assert variants == {job_value(job, "variant") for job in preset_jobs(preset)}  # all of them
     assert len(jobs) == lrs * len(variants)  # one seed
-    runs = aggregate.load_runs(sweep_dir)
+    runs = selection.sweep_runs(sweep_dir)
     assert [r.state for r in runs] == ["ok"] * len(jobs)
     assert {r.flat_config()["dataset.name"] for r in runs} == {"synthetic"}
     heads = {run.name: (run.flat_config()["head.name"],
@@ -108,7 +108,7 @@ def test_each_binenc_preset_runs_at_toy_scale(preset, tmp_path):
     for job, run in zip(jobs, runs):  # job n ran job n's variant at toy scale
         head, _, dropout = BE_VARIANTS[job_value(job, "variant")]
         assert heads[run.name] == (head, dropout) and run.summary()["epochs"] == 2
-    result = aggregate.aggregate(runs, sweep_dir=sweep_dir)
+    result = selection.aggregate(runs, sweep_dir=sweep_dir)
     assert len(result.variants) == len(variants)
     for variant in result.variants:  # the better LR by final test accuracy
         (chosen,) = variant.selected
@@ -137,7 +137,7 @@ def test_each_study_preset_runs_at_toy_scale(preset, tmp_path):
                      env={"LATENTGEO_OUTPUT": str(outputs)}, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert summary_line(len(jobs), 0, 0) in result.stdout
-    runs = aggregate.load_runs(only_sweep_dir(outputs))
+    runs = selection.sweep_runs(only_sweep_dir(outputs))
     assert [r.state for r in runs] == ["ok"] * len(jobs)
     for run in runs:
         events = read_metrics(run.dir / "metrics.jsonl")

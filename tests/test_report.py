@@ -21,8 +21,7 @@ import numpy as np
 import pytest
 import yaml
 
-from latentgeo import aggregate as agg
-from latentgeo import figures, report
+from latentgeo import figures, report, selection
 from tests.conftest import TINY, run_cli
 from tests.test_figures import assert_house_rules, figure_texts
 
@@ -437,8 +436,8 @@ def test_real_sweep_report(real_sweep: tuple[Path, Path, dict]) -> None:
     page = check_files(html_path)
     assert set(page.figures) == REAL_FAMILIES
     assert {"code_hist_bin_enc", "code_2d_bin_enc", "code_pca_no_pen"} <= set(made)
-    runs = agg.load_runs(sweep)
-    result = agg.aggregate(runs)
+    runs = selection.sweep_runs(sweep)
+    result = selection.aggregate(runs)
     # the final-score dots are the aggregate's means over the selected runs
     scores = made["scores"]
     for ax, key in zip(scores.axes, ("test/accuracy", "test/mahalanobis/auroc_exact"),

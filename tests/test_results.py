@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from latentgeo import aggregate as agg
-from latentgeo import evaluate
+from latentgeo import evaluate, selection
 from latentgeo.records import RunDir
 from latentgeo.results import HISTORY_COLUMNS, load_history, load_runs
 from tests.conftest import TINY, run_cli
@@ -143,7 +143,7 @@ def test_aggregate_writes_runs_and_history_csv_and_a_readable_table(
     assert list(history_csv.metric) == list(history.metric)
 
     table = pd.read_csv(tmp_path / "aggregate.csv")
-    stats = [f"{name}:{stat}" for name in agg.TABLE_COLUMNS for stat in ("mean", "std", "n")]
+    stats = [f"{name}:{stat}" for name in selection.TABLE_COLUMNS for stat in ("mean", "std", "n")]
     assert list(table.columns) == ["variant", "n_repeats", "n_runs", "n_excluded",
                                    "missing_seeds", "selected", *stats]  # only the LR differs
     finals = [read_json(sweep / job / "summary.json")["test/accuracy"] for job in ("0", "1")]

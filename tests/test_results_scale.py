@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from latentgeo import aggregate, records, results, results_cache, runs
+from latentgeo import aggregate, records, results, results_cache, runs, selection
 from latentgeo.records import PARSED, RunDir, summarize
 from latentgeo.synthetic_sweep import write_sweep
 
@@ -140,7 +140,7 @@ def test_run_dirs_written_before_config_json_read_the_same(tmp_path: Path, capsy
         capsys.readouterr()
         outputs[sweep] = (listing, *(
             (sweep / "out" / name).read_text().replace(str(sweep), "SWEEP")
-            for name in ("aggregate.csv", "aggregate.json", "runs.csv", "history.csv")))
+            for name in ("selection.csv", "selection.json", "runs.csv", "history.csv")))
     assert outputs[old] == outputs[new]
     assert parsed(lambda: RunDir(old / "91").config())["config.yaml"] == 1
 
@@ -205,8 +205,8 @@ def test_the_report_tables_keep_their_size_whatever_the_seeds(tmp_path: Path) ->
     sweeps = {size: write_sweep(tmp_path / str(size), size, EPOCHS) for size in (40, 400)}
     cells = {}
     for size, sweep in sweeps.items():
-        runs_found = aggregate.load_runs(sweep)
-        result = aggregate.aggregate(runs_found, sweep_dir=sweep)
+        runs_found = selection.sweep_runs(sweep)
+        result = selection.aggregate(runs_found, sweep_dir=sweep)
         page = report._aggregate_html(result)
         table = page.split("<details>")[0]
         cells[size] = [report.lr_choices(v.selected) for v in result.variants]
@@ -215,7 +215,7 @@ def test_the_report_tables_keep_their_size_whatever_the_seeds(tmp_path: Path) ->
         assert listing.index("<details>") < listing.index("<table>")
         assert f"{size} runs: " in listing
     assert max(map(len, cells[400])) <= 80  # 20 seeds per variant: still one short line
-    selected = aggregate.aggregate(aggregate.load_runs(sweeps[400])).variants[0].selected
+    selected = selection.aggregate(selection.sweep_runs(sweeps[400])).variants[0].selected
     counts = {}
     for choice in selected:
         counts[choice.lr] = counts.get(choice.lr, 0) + 1

@@ -8,7 +8,7 @@ import json
 
 from omegaconf import OmegaConf
 
-from latentgeo import aggregate, evaluate, report
+from latentgeo import aggregate, evaluate, report, selection
 from latentgeo.analysis import reinit
 from latentgeo.records import RunDir
 from latentgeo.train import train
@@ -65,7 +65,7 @@ def test_a_first_wave_run_dir_still_aggregates_reports_evaluates_and_resumes(tmp
         run.artifact("status").write_text(json.dumps(status))
     assert "store_penultimate: false" in (sweep / "0" / "config.yaml").read_text()
     assert aggregate.main([str(sweep), "--no-wandb"]) == 0
-    assert (sweep / "aggregate.csv").is_file() and (sweep / "runs.csv").is_file()
+    assert (sweep / "selection.csv").is_file() and (sweep / "runs.csv").is_file()
     assert report.build_report(sweep).is_file()
     assert evaluate.main([str(sweep / "0")]) == 0
     final = RunDir(sweep / "0").events()[-1]
@@ -83,5 +83,5 @@ def test_post_hoc_analyses_reach_the_summary_that_aggregate_reads(tmp_path):
     summary = RunDir(tmp_path).summary()
     first = result["layers"][0]
     assert summary[f"reinit/init/{first}"] == result["sources"]["init"][0]
-    runs = aggregate.load_runs(tmp_path)
+    runs = selection.sweep_runs(tmp_path)
     assert runs[0].summary()[f"reinit/init/{first}"] == result["sources"]["init"][0]

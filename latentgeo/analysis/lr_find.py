@@ -48,7 +48,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from latentgeo.build import check_data, check_names, load_data, make_loaders, resolve_device
+from latentgeo.build import build_loaders, check_data, check_names, load_data, resolve_device
 from latentgeo.config import (
     ConfigError,
     LRFindConfig,
@@ -203,7 +203,7 @@ def suggest_lr(cfg: TrainConfig | DictConfig, data: DataBundle, device: torch.de
     """``lr_find`` on the model, optimizer, loss and training batches ``train`` would use: the
     model built with ``trainer.seed`` (the same initialisation as the run), ``build_optimizer``
     (``optimizer.lr`` is ignored, it may be ``auto``), ``classifier_loss`` with epoch 1's γ and
-    the ReLU_α penalty / step hooks, ``make_loaders(...).train``, bf16 autocast when
+    the ReLU_α penalty / step hooks, ``build_loaders(...).train``, bf16 autocast when
     ``trainer.precision=bf16`` (eager: ``trainer.compile`` is not applied). Global RNG state
     untouched. Settings: ``optimizer.lr_find``."""
     cfg = to_typed(cfg)
@@ -211,7 +211,7 @@ def suggest_lr(cfg: TrainConfig | DictConfig, data: DataBundle, device: torch.de
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.trainer.seed)
         model = build_model(cfg, data.input_shape, data.num_classes).to(device)
-    loaders = make_loaders(cfg, data, device)
+    loaders = build_loaders(cfg, data, device)
     alphas = ReluAlphaHooks(cfg.activation, model) if relu_alpha_modules(model) else None
     loss_fn = classifier_loss(head_gamma(cfg.head, 1), alphas.penalty if alphas else None,
                               cfg.head.penalty)

@@ -68,7 +68,7 @@ def collapse_metrics(
         raise ValueError(
             f"singleton_classes={singleton_classes!r} is not one of {SINGLETON_CLASS_OPTIONS}"
         )
-    x = _as_matrix(features, "features").detach().to("cpu", torch.float64)
+    x = _checked_matrix(features, "features").detach().to("cpu", torch.float64)
     y = _as_labels(labels, x.shape[0]).to("cpu")
     classes, class_index, counts = torch.unique(y, return_inverse=True, return_counts=True)
     num_present = classes.numel()
@@ -341,7 +341,7 @@ def pinv_cut(dim: int, num_classes: int) -> float:
     return max(dim, num_classes) * torch.finfo(torch.float64).eps
 
 
-def _as_matrix(features: Tensor, name: str) -> Tensor:
+def _checked_matrix(features: Tensor, name: str) -> Tensor:
     if features.dim() != 2:
         raise ValueError(f"{name} must be [N, P], got shape {tuple(features.shape)}")
     return features

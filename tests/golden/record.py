@@ -49,12 +49,6 @@ KERNEL_CHOICES = [  # what one x86 machine can imitate of another (the recording
     {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
     {"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
 ]
-if __name__ == "__main__" and "latentgeo" not in sys.modules:
-    try:
-        import latentgeo  # noqa: F401  (installed)
-    except ImportError:
-        sys.path.insert(0, str(HERE.parents[1]))
-
 BASE = ["dataset=synthetic", "dataset.train_size=256", "dataset.test_size=64",
         "trainer.batch_size=32", "trainer.eval_batch_size=128", "metrics.every=1",
         "logger=local", "trainer.progress=false", "trainer.deterministic=true",
