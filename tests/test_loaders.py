@@ -199,7 +199,7 @@ def test_bf16_autocast_predictions_match_fp32_loosely(tiny_trained):
 
 
 def test_train_epoch_with_switches_follows_fp32(tiny_trained):
-    """engine.train_epoch from one state over the same 4 batches: channels_last gives the
+    """loop.train_epoch from one state over the same 4 batches: channels_last gives the
     fp32 running loss to 1e-5, bf16 autocast (``autocast_dtype``) to 5e-2."""
     cfg, model, _, _, _, data = tiny_trained
     loader = TensorLoader(Split(data.train.x[:128], data.train.y[:128]), data.mean, data.std,

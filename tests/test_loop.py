@@ -85,13 +85,13 @@ def test_every_head_trains_end_to_end(head, tmp_path):
 
 
 def test_non_finite_loss_stops_the_run_and_records_it_failed(tmp_path, monkeypatch):
-    import latentgeo.loop as engine
+    import latentgeo.loop as loop
 
-    real = engine.loss_terms
-    monkeypatch.setattr(engine, "loss_terms",
+    real = loop.loss_terms
+    monkeypatch.setattr(loop, "loss_terms",
                         lambda *args: real(*args) * float("nan"))
     cfg = compose_cfg(TINY + ["trainer.epochs=3"])
-    with pytest.raises(engine.TrainingDiverged, match="non-finite training loss"):
+    with pytest.raises(loop.TrainingDiverged, match="non-finite training loss"):
         train(cfg, tmp_path)
     status = read_json(tmp_path / "status.json")
     assert status["state"] == "failed" and "non-finite" in status["reason"]

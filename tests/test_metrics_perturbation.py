@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from latentgeo.metrics.perturbation import deepfool, deepfool_score, deepfool_single
+from latentgeo.metrics.perturbation import deepfool, deepfool_score
+from tests.reference_deepfool import deepfool_single
 
 OVERSHOOT = 0.02
 

@@ -19,7 +19,7 @@ from torchvision.models import WeightsEnum
 from latentgeo import models
 from latentgeo.models import MODELS
 from latentgeo.models.activations import make_activation
-from latentgeo.models.base import HEADS, Backbone, BackboneSpec, Classifier, Head, count_parameters
+from latentgeo.models.base import HEADS, Backbone, BackboneSpec, Classifier, Head
 from latentgeo.plugins import import_modules
 from latentgeo.records import RunDir
 from latentgeo.train import train
@@ -75,6 +75,10 @@ ACTIVATION_SITES = {
     **{f"vgg{depth}{bn}": convs + 2 for depth, convs in ((11, 8), (13, 10), (16, 13), (19, 16))
        for bn in ("", "_bn")},
 }
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
 
 
 def per_channel_activation(channels: int) -> nn.Module:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-import latentgeo.loop as engine
+import latentgeo.loop as loop
 from latentgeo.records import read_json, read_metrics
 from latentgeo.train import train
 from tests.conftest import TINY, compose_cfg
@@ -74,7 +74,7 @@ def test_relu_alpha_anneal_resume_restores_nu_exactly(tmp_path, monkeypatch):
     train(compose_cfg(overrides), tmp_path / "reference")
 
     calls = {"n": 0}
-    real_step = engine.anneal_step
+    real_step = loop.anneal_step
 
     def crashing_step(model, nu_step):  # dies in the middle of epoch 3 (16 steps per epoch)
         calls["n"] += 1
@@ -82,11 +82,11 @@ def test_relu_alpha_anneal_resume_restores_nu_exactly(tmp_path, monkeypatch):
             raise KeyboardInterrupt("simulated kill")
         real_step(model, nu_step)
 
-    monkeypatch.setattr(engine, "anneal_step", crashing_step)
+    monkeypatch.setattr(loop, "anneal_step", crashing_step)
     with pytest.raises(KeyboardInterrupt):
         train(compose_cfg(overrides), tmp_path / "killed")
     assert read_json(tmp_path / "killed" / "status.json")["state"] == "failed"
-    monkeypatch.setattr(engine, "anneal_step", real_step)
+    monkeypatch.setattr(loop, "anneal_step", real_step)
     train(compose_cfg(overrides), tmp_path / "killed")
     assert alpha_events(tmp_path / "killed") == alpha_events(tmp_path / "reference")
     nu = torch.load(tmp_path / "killed" / "checkpoints" / "last.pt", weights_only=True)["model"]
@@ -111,7 +111,7 @@ def test_relu_alpha_penalty_channel_logs_stats_and_excludes_alpha_from_weight_de
         assert last[site] < 1.0  # the L1 penalty pulled α below its ReLU start
     from latentgeo.models import build_model
 
-    optimizer = engine.build_optimizer(cfg.optimizer, build_model(cfg, (3, 8, 8), 10))
+    optimizer = loop.build_optimizer(cfg.optimizer, build_model(cfg, (3, 8, 8), 10))
     (alpha_group,) = [g for g in optimizer.param_groups if g["name"] == "alpha"]
     assert alpha_group["weight_decay"] == 0.0 and len(alpha_group["params"]) == 3
 

@@ -18,13 +18,12 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from latentgeo.config import ConfigError, DatasetUnavailable, option_yaml
+from latentgeo.config import ConfigError, DatasetConfig, DatasetUnavailable, option_yaml
 from latentgeo.data import szt
 from latentgeo.records import exclusive_lock, file_mode
 
@@ -294,14 +293,14 @@ def match_shape(split: Split, input_shape: tuple[int, int, int]) -> Split:
     return Split(x.contiguous(), split.y)
 
 
-def load_ood(name: str, in_cfg, input_shape: tuple[int, int, int]) -> DataBundle:
+def load_ood(name: str, in_cfg: DatasetConfig, input_shape: tuple[int, int, int]) -> DataBundle:
     """The OOD data set ``name`` (its test split), shaped like the in-distribution inputs."""
     channels, height, _ = input_shape
     own = option_yaml("dataset", name)  # its sizes where the in-distribution set has none
     sizes = {key: getattr(in_cfg, key) if getattr(in_cfg, key) is not None else own.get(key)
              for key in ("num_classes", "train_size", "test_size")}
-    cfg = SimpleNamespace(name=name, root=in_cfg.root, download=in_cfg.download,
-                          image_size=height, channels=channels, seed=in_cfg.seed + 1, **sizes)
+    cfg = DatasetConfig(name=name, root=in_cfg.root, download=in_cfg.download,
+                        image_size=height, channels=channels, seed=in_cfg.seed + 1, **sizes)
     ood = DATASETS[name](cfg)
     test = match_shape(ood.test, input_shape)
     return DataBundle(name, test, test, ood.num_classes, ood.mean, ood.std)

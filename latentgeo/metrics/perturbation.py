@@ -5,8 +5,8 @@ Fawzi & Frossard 2016) with the step r_i = (|f_k|/‖w_k‖ + 1e-4)·w_k/‖w_k�
 the mean over 1000 normalised test images of ‖r‖₂/‖x‖₂ with overshoot 0.02, max_iter 50 and the
 10 top-logit classes as candidates (docs/definitions.md §1.5).
 
-:func:`deepfool` runs the algorithm batched over images; :func:`deepfool_single` is a
-straightforward one-image port of the LTS4 loop, kept as the reference the tests compare against.
+:func:`deepfool` runs the algorithm batched over images; the tests compare it with a
+straightforward one-image port of the LTS4 loop (``tests/reference_deepfool.py``).
 """
 
 from __future__ import annotations
@@ -149,54 +149,6 @@ def deepfool(
                 break
 
     return (1 + overshoot) * r_tot, iterations, flipped
-
-
-def deepfool_single(
-    model: nn.Module,
-    image: torch.Tensor,
-    overshoot: float = 0.02,
-    max_iter: int = 50,
-    num_candidates: int = 10,
-) -> tuple[torch.Tensor, int, bool]:
-    """Reference: a line-by-line port of LTS4/DeepFool ``Python/deepfool.py`` for one image.
-
-    Same algorithm and formulas as :func:`deepfool` (see there), with BE's step
-    r_i = (pert + 1e-4)·w/‖w‖, gradients of f_k and f_label taken separately and subtracted as
-    LTS4 does, one candidate at a time. Used by the tests; too slow for evaluation.
-    ``image`` is one input without batch dimension. Returns ((1+overshoot)·r_tot, iterations,
-    flipped).
-    """
-    _check_arguments(num_candidates, max_iter)
-    image = image.detach().clone()
-    with _eval_mode(model), torch.enable_grad():
-        with torch.no_grad():
-            f_image = _logits(model, image[None])[0]
-        ranked = f_image.argsort(descending=True)[: min(num_candidates, f_image.numel())]
-        label = int(ranked[0])
-
-        r_tot = torch.zeros_like(image)
-        loop_i = 0
-        x = image[None].clone().requires_grad_(True)
-        fs = _logits(model, x)
-        k_i = label
-        while k_i == label and loop_i < max_iter:
-            pert = math.inf
-            w = torch.zeros_like(image)
-            (grad_orig,) = torch.autograd.grad(fs[0, ranked[0]], x, retain_graph=True)
-            for k in range(1, ranked.numel()):
-                (cur_grad,) = torch.autograd.grad(fs[0, ranked[k]], x, retain_graph=True)
-                w_k = (cur_grad - grad_orig)[0]
-                f_k = float(fs[0, ranked[k]].detach() - fs[0, ranked[0]].detach())
-                pert_k = abs(f_k) / float(w_k.norm())  # ZeroDivisionError: w_k = 0, see deepfool
-                if pert_k < pert:
-                    pert, w = pert_k, w_k
-            r_i = (pert + STEP_EPSILON) * w / w.norm()
-            r_tot = r_tot + r_i
-            x = (image + (1 + overshoot) * r_tot)[None].clone().requires_grad_(True)
-            fs = _logits(model, x)
-            k_i = int(fs.detach()[0].argmax())
-            loop_i += 1
-    return (1 + overshoot) * r_tot, loop_i, k_i != label
 
 
 def deepfool_score(

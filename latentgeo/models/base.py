@@ -176,6 +176,3 @@ class Classifier(nn.Module):
         """Parameters of the final (output) layer: BE keeps them at the base learning rate."""
         return list(self.head.output.parameters())
 
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
