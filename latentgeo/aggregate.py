@@ -27,11 +27,11 @@ from latentgeo.records import DISK_FULL, RunDir, atomic_write_text, jsonable, wr
 from latentgeo.results import cached_history, history_csv, runs_frame
 from latentgeo.results_cache import Tee, command_key, remember, replay, warm
 from latentgeo.selection import (
-    BOOKKEEPING_PREFIXES,
-    BOOKKEEPING_WORDS,
     DEFAULT_SELECT,
     DISPLAY_KEYS,
     LR_KEY,
+    NON_VARIANT_PREFIXES,
+    NON_VARIANT_WORDS,
     SCORE_COLUMNS,
     SEED_KEY,
     TABLE_COLUMNS,
@@ -182,8 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "variant = config keys that differ across runs, except the LR and seed keys and "
             f"bookkeeping keys ({', '.join(BOOKKEEPING)}, {', '.join(DISPLAY_KEYS)}, "
-            f"{', '.join(p + '*' for p in BOOKKEEPING_PREFIXES)}, any key containing "
-            f"{'/'.join(BOOKKEEPING_WORDS)})."
+            f"{', '.join(p + '*' for p in NON_VARIANT_PREFIXES)}, any key containing "
+            f"{'/'.join(NON_VARIANT_WORDS)})."
         ),
     )
     parser.add_argument("sweep_dir", type=Path, help="sweep dir (one run dir per job) or a run dir")

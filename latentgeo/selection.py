@@ -43,8 +43,8 @@ DEFAULT_SELECT = "test/accuracy"
 # resumed, displayed, logged, which device), its readable name (it may embed the LR / seed),
 # Hydra's own keys and where things are read or written.
 DISPLAY_KEYS = ("name",)
-BOOKKEEPING_PREFIXES = ("hydra.",)
-BOOKKEEPING_WORDS = ("dir", "path", "root")  # any key component containing one of these
+NON_VARIANT_PREFIXES = ("hydra.",)
+NON_VARIANT_WORDS = ("dir", "path", "root")  # any key component containing one of these
 
 MISSING = "<missing>"  # value of a key that a run's config lacks
 STATES_OK = "ok"
@@ -58,9 +58,9 @@ SCORE_COLUMNS = ("test/binarity/score", "test/same_encoding_fraction",
 def defines_no_variant(key: str) -> bool:
     """True for a flattened config key that is never part of a variant: bookkeeping
     (``config.is_bookkeeping``), the display name, Hydra's keys, paths."""
-    if is_bookkeeping(key) or key in DISPLAY_KEYS or key.startswith(BOOKKEEPING_PREFIXES):
+    if is_bookkeeping(key) or key in DISPLAY_KEYS or key.startswith(NON_VARIANT_PREFIXES):
         return True
-    return any(word in part for part in key.lower().split(".") for word in BOOKKEEPING_WORDS)
+    return any(word in part for part in key.lower().split(".") for word in NON_VARIANT_WORDS)
 
 
 @dataclass

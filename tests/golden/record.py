@@ -96,18 +96,15 @@ RUNS = {
 
 
 def record(names: list[str] | None = None) -> dict[str, list[dict]]:
-    from hydra import compose, initialize_config_module
-
-    import latentgeo.train as entry
+    from latentgeo.config import compose
+    from latentgeo.train import train
 
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in names or RUNS:
             overrides = RUNS[name]
-            with initialize_config_module("latentgeo.conf", version_base=None):
-                cfg = compose("train", overrides=overrides)
             run_dir = Path(tmp) / name
-            entry.train(cfg, run_dir)
+            train(compose(overrides), run_dir)
             events = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
             out[name] = [{k: v for k, v in e.items() if not k.startswith("time/")}
                          for e in events]
