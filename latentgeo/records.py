@@ -17,7 +17,6 @@ import platform
 import re
 import shutil
 import struct
-import subprocess
 import sys
 import tempfile
 from collections import Counter
@@ -25,7 +24,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|passwd)", re.IGNORECASE)
 # files parsed by the run-dir readers, by file name: the growth test counts the work per run
 PARSED: Counter[str] = Counter()
 
@@ -119,45 +117,6 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 def read_json(path: Path) -> Any:
     with open(path) as f:
         return json.load(f)
-
-
-def scrub_secrets(obj: Any, environ: dict[str, str] | None = None) -> Any:
-    """Redact values under secret-looking keys and any value equal to a secret env variable."""
-    environ = os.environ if environ is None else environ
-    secrets = {v for k, v in environ.items() if SECRET_KEY.search(k) and len(v) >= 4}
-
-    def scrub(value: Any, key: str = "") -> Any:
-        if isinstance(value, dict):
-            return {k: scrub(v, str(k)) for k, v in value.items()}
-        if isinstance(value, list):
-            return [scrub(v, key) for v in value]
-        if isinstance(value, str) and (value in secrets or (SECRET_KEY.search(key) and value)):
-            return "<redacted>"
-        return value
-
-    return scrub(obj)
-
-
-def git_sha() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5, cwd=Path(__file__).parent)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    found = {"python": platform.python_version()}
-    for package in ("latentgeo", "torch", "torchvision", "numpy", "scikit-learn", "hydra-core",
-                    "wandb"):
-        try:
-            found[package] = md.version(package)
-        except md.PackageNotFoundError:
-            pass
-    return found
 
 
 class LockHeld(RuntimeError):
@@ -628,7 +587,11 @@ class RunDir:
         return target
 
     def start(self, config_yaml: str, resumed_epoch: int = 0,
-              overrides: list[str] | None = None) -> None:
+              overrides: list[str] | None = None,
+              provenance: dict[str, Any] | None = None) -> None:
+        """Record the run as running: config.yaml (and its twin), status.json with
+        ``provenance`` (the writer's ``provenance.record()``: git_sha, versions), and the
+        events the resume keeps."""
         self.dir.mkdir(parents=True, exist_ok=True)
         self.checkpoints.mkdir(exist_ok=True)
         self.artifact("config_json").unlink(missing_ok=True)  # never a twin of an older yaml
@@ -645,8 +608,7 @@ class RunDir:
             "started": started or now(),
             "ended": None,
             "epoch": resumed_epoch,
-            "git_sha": git_sha(),
-            "versions": versions(),
+            **(provenance or {}),
             "overrides": list(overrides or previous.get("overrides") or []),
             # what a listing shows (``python -m latentgeo.runs``), without parsing the config
             # or the events
@@ -722,10 +684,12 @@ class RunDir:
                           {**status, "state": state, "reason": reason, "ended": now()})
         self._cache = {}
 
-    def fail(self, reason: str, state: str = "failed") -> None:
+    def fail(self, reason: str, state: str = "failed",
+             provenance: dict[str, Any] | None = None) -> None:
+        """Record the run as ``state`` for ``reason``; a run that never started gets a status
+        of its own, with ``provenance`` (as ``start``'s)."""
         if not self._status:
-            self._status = {"started": now(), "epoch": 0, "git_sha": git_sha(),
-                            "versions": versions()}
+            self._status = {"started": now(), "epoch": 0, **(provenance or {})}
         self._status.update(state=state, reason=reason, ended=now())
         self.dir.mkdir(parents=True, exist_ok=True)
         self._write_status()

@@ -11,6 +11,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from latentgeo import provenance
 from latentgeo.analysis.lr_find import suggest_lr, write_lr_find
 from latentgeo.build import check_data, load_data, make_loaders, resolve_device
 from latentgeo.checks import validate
@@ -33,7 +34,6 @@ from latentgeo.records import (
     RunFailed,
     event_problem,
     never_learned,
-    scrub_secrets,
     summarize,
     write_problem,
 )
@@ -88,7 +88,7 @@ def train(cfg: DictConfig | TrainConfig, run_dir: Path, group: str | None = None
     ``values_checked``: the caller ran ``config.check_values`` (the command line does)."""
     cfg = to_typed(cfg)
     run = RunDir(run_dir)
-    config = scrub_secrets(to_container(cfg))
+    config = provenance.scrub_secrets(to_container(cfg))
     config_yaml = OmegaConf.to_yaml(OmegaConf.create(config))
     if (run.exists() and cfg.trainer.resume and run.artifact("config").is_file()
             and not same_run(run.config(), config)):  # refused before anything is written
@@ -109,9 +109,10 @@ def record_run(cfg: TrainConfig, run: RunDir, config: dict, config_yaml: str,
                values_checked: bool = False) -> dict:
     """Everything from reading the checkpoint to the summary, inside the recorded region."""
     sink = None
+    made_with = provenance.record()  # git_sha and versions, for status.json
     try:
         resumed_epoch = resume_epoch(run)
-        run.start(config_yaml, resumed_epoch, overrides)
+        run.start(config_yaml, resumed_epoch, overrides, made_with)
         validate(cfg, values_checked)
         data, ood = load_data(cfg)
         check_data(cfg, data.num_classes)
@@ -140,7 +141,7 @@ def record_run(cfg: TrainConfig, run: RunDir, config: dict, config_yaml: str,
         state, reason = outcome(error, run)
         disk_full = isinstance(error, OSError) and error.errno in DISK_FULL
         try:
-            run.fail(reason, state)
+            run.fail(reason, state, made_with)
         except OSError as unrecorded:  # a disk so full that not even status.json's block is left
             reason += f"; not recorded: {write_problem(unrecorded, run.dir)}"
             if not disk_full:
