@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from latentgeo.summaries import never_learned
+
 # files parsed by the run-dir readers, by file name: the growth test counts the work per run
 PARSED: Counter[str] = Counter()
 
@@ -695,19 +697,6 @@ class RunDir:
         self._write_status()
 
 
-def never_learned(summary: dict[str, Any]) -> str | None:
-    """What an ok run whose summary has ``never_learned`` says (``runs``, aggregate, the
-    console): its final test accuracy is within noise of chance (``metrics.chance``)."""
-    if summary.get("never_learned") is not True:
-        return None
-    accuracy, chance = summary.get("test/accuracy"), summary.get("chance/test/accuracy")
-    bound = summary.get("chance/test/bound")
-    if not all(isinstance(v, (int, float)) for v in (accuracy, chance, bound)):
-        return "never learned: the final test accuracy is within noise of chance"
-    return (f"never learned: final test accuracy {accuracy:.4f} is within noise of chance "
-            f"{chance:.4f} (at most {bound:.4f})")
-
-
 def job_order(path: Path) -> tuple[int, int | str]:
     return job_key(path.name)
 
@@ -778,61 +767,3 @@ def _walk(folder: str, found: list[RunDir], seen: set[tuple[int, int]]) -> None:
                 and not entry.name.startswith(".") and entry.is_dir()]
     for child in sorted(children, key=lambda entry: job_key(entry.name)):
         _walk(child.path, found, seen)
-
-
-def alpha_trajectories(events: list[dict[str, Any]]) -> dict[str, dict[str, list]]:
-    """``alpha.json``: per ReLU_α site, α statistics vs epoch, from a run's events."""
-    trajectories: dict[str, dict[str, list]] = {}
-    for event in events:
-        for key, value in event.items():
-            if not key.startswith("alpha/") or key == "alpha/frozen":
-                continue
-            site, _, stat = key[len("alpha/"):].partition("/")
-            entry = trajectories.setdefault(site, {"epochs": []})
-            if not stat:
-                entry["epochs"].append(event["epoch"])
-            entry.setdefault(stat or "mean", []).append(value)
-    return trajectories
-
-
-CONVERGED_ACCURACY = 0.999  # BE: first evaluated epoch with train accuracy above this
-
-
-def event_problem(recorded: list[dict[str, Any]], expected: list[dict[str, Any]]) -> str | None:
-    """How metrics.jsonl's events differ from those the run carries, or None when equal."""
-    if recorded == expected:
-        return None
-    have = [e.get("epoch") for e in recorded]
-    want = [e.get("epoch") for e in expected]
-    missing = sorted(set(want) - set(have))
-    twice = sorted({epoch for epoch in have if have.count(epoch) > want.count(epoch)})
-    if missing:
-        return f"lacked epochs {missing}"
-    if twice:
-        return f"held epochs {twice} more than once"
-    return "differed from the events the run carries"
-
-
-def summarize(events: list[dict[str, Any]]) -> dict[str, Any]:
-    """Last value of every metric, best/final test accuracy and the convergence epoch.
-
-    ``convergence_epoch`` is None when train accuracy never exceeds 0.999 (BE crashes there).
-    """
-    summary: dict[str, Any] = {}
-    best, best_epoch, converged = None, None, None
-    for event in events:
-        for key, value in event.items():
-            if value is not None:
-                summary[key] = value
-        accuracy = event.get("test/accuracy")
-        if accuracy is not None and (best is None or accuracy > best):
-            best, best_epoch = accuracy, event.get("epoch")
-        train_accuracy = event.get("train/accuracy")
-        if converged is None and train_accuracy is not None and train_accuracy > CONVERGED_ACCURACY:
-            converged = event.get("epoch")
-    summary.pop("step", None)
-    summary["epochs"] = summary.pop("epoch", 0)
-    summary["best/test/accuracy"] = best
-    summary["best_epoch"] = best_epoch
-    summary["convergence_epoch"] = converged
-    return summary

@@ -24,7 +24,7 @@ from latentgeo.config import (
     with_changes,
 )
 from latentgeo.data import DataBundle
-from latentgeo.engine import fit
+from latentgeo.engine import event_problem, fit
 from latentgeo.metrics.chance import learning_summary
 from latentgeo.models import build_model
 from latentgeo.records import (
@@ -32,13 +32,11 @@ from latentgeo.records import (
     RunDamaged,
     RunDir,
     RunFailed,
-    event_problem,
-    never_learned,
-    summarize,
     write_problem,
 )
 from latentgeo.runtime import CheckpointDamaged, load_checkpoint, seed_everything, set_threads
 from latentgeo.signals import Interrupted, signals_interrupt
+from latentgeo.summaries import never_learned, summarize
 from latentgeo.tracking import start_training_sink
 
 

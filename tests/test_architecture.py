@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 # bottom to top; a module may import its own layer (without a cycle) and the layers below
 LAYERS = [
     ("foundation", ["latentgeo.config", "latentgeo.plugins", "latentgeo.provenance",
-                    "latentgeo.records",
+                    "latentgeo.records", "latentgeo.summaries",
                     "latentgeo.runtime", "latentgeo.signals", "latentgeo.synthetic_sweep",
                     "latentgeo.results_cache"]),
     ("components", ["latentgeo.data", "latentgeo.models", "latentgeo.metrics",

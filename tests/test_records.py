@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from latentgeo.provenance import scrub_secrets
-from latentgeo.records import RunDir, atomic_write_json, read_metrics, summarize
+from latentgeo.records import RunDir, atomic_write_json, read_metrics
+from latentgeo.summaries import summarize
 
 
 def test_summary_takes_last_values_best_accuracy_and_convergence():

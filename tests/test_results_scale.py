@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 
 from latentgeo import aggregate, records, results, results_cache, runs
-from latentgeo.records import PARSED, RunDir, summarize
+from latentgeo.records import PARSED, RunDir
+from latentgeo.summaries import summarize
 from latentgeo.synthetic_sweep import write_sweep
 
 EPOCHS = 4  # the events' length does not change how many files are parsed
