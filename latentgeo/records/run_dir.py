@@ -1,128 +1,47 @@
-"""The run directory (DESIGN.md contract): ``RunDir`` / ``SweepDir``, atomic writes, status,
-JSONL events, summary. The only module that knows run-dir file names and formats.
+"""``RunDir``: one run directory, read and written only through it (ARCHITECTURE.md, "One
+owner per contract"); the errors of a run that failed for a stated reason or whose files
+cannot be trusted.
 
-Foundation layer: the standard library only (omegaconf, imported where config.yaml is read).
+Foundation layer: the standard library (omegaconf, imported where config.yaml is read).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import errno
-import fcntl
 import json
-import math
 import os
 import platform
 import re
 import shutil
-import struct
-import sys
-import tempfile
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from latentgeo.records.io import (
+    DISK_FULL,
+    PARSED,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    flatten,
+    jsonable,
+    now,
+    read_json_or_none,
+    read_metrics,
+    rewrite_in_place,
+    writing,
+)
+from latentgeo.records.layout import (
+    ARTIFACTS,
+    BEST_KEY,
+    HYDRA_CONFIG,
+    WANDB_IDENTITY,
+    read_config_twin,
+    write_config_twin,
+)
+from latentgeo.records.lock import LockHeld, exclusive_lock, lock_holder
 from latentgeo.summaries import never_learned
-
-# files parsed by the run-dir readers, by file name: the growth test counts the work per run
-PARSED: Counter[str] = Counter()
-
-
-def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def file_mode() -> int:
-    """The mode a new file gets from this process's umask (0644 under umask 022)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-# errnos of a full disk (or a full quota): the run records it as its reason, in one line
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
-
-
-@contextlib.contextmanager
-def writing(path: Path) -> Iterator[None]:
-    """An OSError inside the block names ``path``: a failed write or fsync names no file, and
-    mkstemp names its temp file, while the reason must say which file could not be written."""
-    try:
-        yield
-    except OSError as error:
-        if error.errno is None or error.filename == str(path):
-            raise
-        raise OSError(error.errno, error.strerror, str(path)) from error
-
-
-def write_problem(error: OSError, root: Path) -> str:
-    """``no space left on device while writing checkpoints/last.pt`` (relative to ``root``)."""
-    name = Path(error.filename) if error.filename else None
-    if name is not None and name.is_relative_to(root):
-        name = name.relative_to(root)
-    what = (error.strerror or str(error)).lower()
-    return f"{what} while writing {name}" if name is not None else what
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same directory, fsync, then rename over ``path``. The file
-    gets the umask's mode, as ``open`` would give it (mkstemp alone makes it 0600)."""
-    path = Path(path)
-    with writing(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fchmod(f.fileno(), file_mode())
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-
-
-def rewrite_in_place(path: Path, data: bytes) -> None:
-    """Overwrite an existing file's own blocks (not atomic): the last resort on a full disk,
-    where no temp file can be made but a small file's block can be reused."""
-    with writing(path), open(path, "r+b") as f:
-        f.write(data)
-        f.truncate()
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def jsonable(value: Any) -> Any:
-    """Plain JSON: NaN/inf -> null, tensors/arrays -> lists, numpy scalars -> Python numbers."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if hasattr(value, "tolist"):  # torch.Tensor, np.ndarray, numpy scalars
-        return jsonable(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(jsonable(obj), indent=2, sort_keys=True) + "\n")
-
-
-def read_json(path: Path) -> Any:
-    with open(path) as f:
-        return json.load(f)
-
-
-class LockHeld(RuntimeError):
-    """Another live process holds the lock."""
 
 
 class RunFailed(RuntimeError):
@@ -135,206 +54,12 @@ class RunDamaged(RuntimeError):
     the message says which file and how to recover."""
 
 
-_HELD: set[str] = set()  # lock files this process holds: closing any fd of one releases it
-# struct flock (fcntl(2)) on Linux and the BSDs: l_type, l_whence, l_start, l_len, l_pid
-FLOCK = "hhqqi4x"
-
-
-def lock_holder(path: Path) -> int | None:
-    """The pid of the live process holding ``exclusive_lock(path)`` (this process's own pid
-    for a lock it holds), or None. Takes no lock, creates nothing: ``F_GETLK`` only reports."""
-    path = Path(path)
-    if str(path.resolve()) in _HELD:
-        return os.getpid()  # opening it here would release our own lock when closed
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return None
-    try:
-        query = struct.pack(FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
-        kind, _, _, _, pid = struct.unpack(FLOCK, fcntl.fcntl(fd, fcntl.F_GETLK, query))
-    finally:
-        os.close(fd)
-    return None if kind == fcntl.F_UNLCK else pid
-
-
-@contextlib.contextmanager
-def exclusive_lock(path: Path, blocking: bool = True, holder: dict[str, Any] | None = None
-                   ) -> Iterator[None]:
-    """An advisory POSIX lock (``fcntl.lockf``: also across NFS clients) on ``path`` for the
-    block. The kernel drops it when the process dies, so a lock of a dead process is free.
-    ``blocking=False`` raises LockHeld naming the holder (from the file's JSON) instead of
-    waiting; ``holder`` is written into the file while held."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, file_mode())
-    try:
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except OSError as error:
-            if error.errno not in (errno.EACCES, errno.EAGAIN):
-                raise
-            text = os.pread(fd, 4096, 0).decode(errors="replace")
-            try:
-                who = json.loads(text)
-            except ValueError:
-                who = {}
-            raise LockHeld(f"pid {who.get('pid', '?')} on {who.get('host', '?')} "
-                           f"(since {who.get('since', '?')})") from None
-        if holder is not None:
-            try:
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, json.dumps(holder).encode(), 0)
-            except OSError as error:  # the holder only names the owner: a full disk may skip it
-                if error.errno not in DISK_FULL:
-                    raise
-        _HELD.add(str(path.resolve()))
-        yield
-    finally:
-        _HELD.discard(str(path.resolve()))
-        os.close(fd)  # closing releases the lock
-
-
-def read_json_or_none(path: Path) -> tuple[Any, str | None]:
-    """``(value, None)``, or ``(None, why)`` when the file is missing or not JSON."""
-    name = os.path.basename(path)  # os.path: a listing of 10,000 runs feels pathlib's cost
-    try:
-        with open(path) as f:
-            text = f.read()
-        PARSED[name] += 1
-        return json.loads(text), None
-    except FileNotFoundError:
-        return None, f"no {name}"
-    except (OSError, ValueError) as error:
-        return None, f"unreadable {name}: {error}"
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Events of a metrics.jsonl. A line that is not a JSON object (a torn last line after a
-    crash mid-write, garbage, an empty line) is skipped, and said on stderr in one line that
-    names the file and the line numbers."""
-    events, skipped = [], []
-    if not Path(path).is_file():
-        return events
-    PARSED[Path(path).name] += 1
-    with open(path, errors="replace") as f:
-        for number, line in enumerate(f, start=1):
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                event = None
-            epoch = event.get("epoch", 0) if isinstance(event, dict) else None
-            if isinstance(epoch, int) and not isinstance(epoch, bool):
-                events.append(event)
-            else:  # not an object, or an epoch that is not a whole number: not an event
-                skipped.append(number)
-    if skipped:
-        shown = ", ".join(map(str, skipped[:10])) + (", ..." if len(skipped) > 10 else "")
-        print(f"warning: {path}: skipped {len(skipped)} line(s) that are not JSON events "
-              f"(torn, garbage or empty): line {shown}", file=sys.stderr)
-    return events
-
-
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts -> ``{"a.b": value}``; lists stay values."""
-    if not isinstance(tree, dict):
-        return {prefix: tree} if prefix else {}
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, name))
-        else:
-            flat[name] = value
-    return flat
-
-
-# Every file a run dir can hold, by the name code uses for it: the one list of file names.
-# status.json keys that keep a run's wandb run (id, display name, group) across resumes,
-# requeues, a moved outputs folder, and for the post-hoc commands (``latentgeo.tracking``)
-WANDB_IDENTITY = ("wandb_id", "wandb_name", "wandb_group")
-
-ARTIFACTS = {
-    "config": "config.yaml",
-    "config_json": "config.json",  # config.yaml parsed, for fast reads (``write_config_twin``)
-    "status": "status.json",
-    "metrics": "metrics.jsonl",
-    "summary": "summary.json",
-    "checkpoints": "checkpoints",
-    "wandb": "wandb",
-    "penultimate": "penultimate.npz",
-    "hyperplanes": "hyperplanes.json",
-    "alpha": "alpha.json",
-    "alpha_plot": "alpha.png",
-    "reinit": "reinit.json",
-    "reinit_plot": "reinit.png",
-    "lr_find": "lr_find.json",
-    "lr_find_plot": "lr_find.png",
-    "linearize": "linearize.json",
-    "eval": "eval",  # eval/<checkpoint>.json from ``python -m latentgeo.evaluate``
-    "lock": ".lock",  # held by the process writing the run dir (``RunDir.owned``)
-    "log": "train.log",  # one line per epoch (and Hydra's job log)
-    "profile": "profile",  # trainer.profile_steps: torch profiler trace (Chrome / Perfetto)
-    "launcher": "launcher.json",  # hydra/launcher=workstation: device, pid, start/end, exit
-    "job_log": "job.log",  # hydra/launcher=workstation: the job process's output
-}
-HYDRA_CONFIG = Path(".hydra") / "config.yaml"  # Hydra's own copy: there before the run starts
-STATES = ("running", "ok", "failed", "interrupted")
-BEST_KEY = "best/test/accuracy"  # the best so far in status.json, the final one in summary.json
-
-
-def is_run_dir(path: Path) -> bool:
-    """A run dir holds status.json or config.yaml (Hydra's ``.hydra/config.yaml`` alone is a
-    job that died before its run started)."""
-    path = Path(path)
-    return any((path / name).is_file() for name in (ARTIFACTS["status"], ARTIFACTS["config"],
-                                                     HYDRA_CONFIG))
-
-
-def write_config_twin(run_dir: Path, config: dict[str, Any], atomic: bool = True) -> None:
-    """config.json beside config.yaml: the same config as JSON (read 700× faster than the YAML),
-    valid while config.yaml keeps the size and mtime recorded in it; an edited config.yaml is
-    read again. ``atomic=False`` for a generator writing a fresh dir."""
-    yaml_stat = (Path(run_dir) / ARTIFACTS["config"]).stat()
-    text = json.dumps({"config.yaml": {"size": yaml_stat.st_size,
-                                       "mtime_ns": yaml_stat.st_mtime_ns}, "config": config})
-    path = Path(run_dir) / ARTIFACTS["config_json"]
-    if atomic:
-        atomic_write_text(path, text)
-    else:
-        path.write_text(text)
-
-
-def read_config_twin(run_dir: Path) -> dict[str, Any] | None:
-    """config.json's config when it matches config.yaml (else None: read the YAML)."""
-    try:
-        yaml_stat = (Path(run_dir) / ARTIFACTS["config"]).stat()
-        text = (Path(run_dir) / ARTIFACTS["config_json"]).read_bytes()
-        PARSED[ARTIFACTS["config_json"]] += 1
-        twin = json.loads(text)
-        source = twin["config.yaml"]
-    except (OSError, ValueError, TypeError, KeyError):
-        return None
-    if (source.get("size"), source.get("mtime_ns")) != (yaml_stat.st_size,
-                                                         yaml_stat.st_mtime_ns):
-        return None
-    config = twin.get("config")
-    return config if isinstance(config, dict) else None
-
-
-def checkpoint_name(epoch: int | None) -> str:
-    """``last`` (None), ``init`` (0) or ``epoch_XXXX``."""
-    if epoch is None:
-        return "last"
-    return "init" if epoch == 0 else f"epoch_{epoch:04d}"
-
-
 class RunDir:
-    """One run directory (DESIGN.md contract); the only code that knows its file names and
-    formats. Readers use ``config()``, ``status()``, ``events()``, ``summary()``,
-    ``artifact(name)`` and ``checkpoint(name)``; the training process writes through
-    ``start``, ``log``, ``set_epoch``, ``finish_ok`` and ``fail``. Reads are cached per
-    instance: make a new ``RunDir`` to see later changes."""
+    """One run directory (ARCHITECTURE.md, "One owner per contract"); the only code that
+    knows its file names and formats. Readers use ``config()``, ``status()``, ``events()``,
+    ``summary()``, ``artifact(name)`` and ``checkpoint(name)``; the training process writes
+    through ``start``, ``log``, ``set_epoch``, ``finish_ok`` and ``fail``. Reads are cached
+    per instance: make a new ``RunDir`` to see later changes."""
 
     def __init__(self, path: Path | str, name: str | None = None) -> None:
         self.dir = Path(path)
@@ -695,75 +420,3 @@ class RunDir:
         self._status.update(state=state, reason=reason, ended=now())
         self.dir.mkdir(parents=True, exist_ok=True)
         self._write_status()
-
-
-def job_order(path: Path) -> tuple[int, int | str]:
-    return job_key(path.name)
-
-
-def job_key(name: str) -> tuple[int, int | str]:
-    """Jobs ``0, 1, 2, …, 10`` in number order, then other names."""
-    return (0, int(name)) if name.isdigit() else (1, name)
-
-
-class SweepDir:
-    """A sweep dir: one run dir per job (``<sweep_dir>/<job_num>/``) and Hydra's
-    ``multirun.yaml``."""
-
-    def __init__(self, path: Path | str) -> None:
-        self.dir = Path(path)
-
-    def runs(self) -> list[RunDir]:
-        """Run dirs in job order (``0, 1, …, 10``, then named ones)."""
-        if not self.dir.is_dir():
-            return []
-        children = [p for p in self.dir.iterdir() if p.is_dir() and is_run_dir(p)]
-        return [RunDir(p) for p in sorted(children, key=job_order)]
-
-    def job(self, number: int) -> RunDir:
-        return RunDir(self.dir / str(number))
-
-
-def find_runs(path: Path | str) -> list[RunDir]:
-    """``[run]`` for a run dir, else the sweep's runs in job order."""
-    path = Path(path)
-    return [RunDir(path)] if is_run_dir(path) else SweepDir(path).runs()
-
-
-NOT_RUNS = ("archive", ARTIFACTS["eval"], ARTIFACTS["wandb"], ARTIFACTS["checkpoints"])
-
-
-def find_all_runs(root: Path | str) -> list[RunDir]:
-    """Every run dir under ``root`` (``root`` itself included), a sweep's jobs in job order;
-    archived records (``archive/``) and evaluation outputs (``eval/``) are not runs, nor are
-    hidden folders. A folder reached again through a symlink is read once (a link to a parent
-    made an endless walk). One ``scandir`` per folder, no other system call per entry: listing
-    10,000 runs costs little more than reading their status.json."""
-    root = Path(root)
-    if not root.exists():  # a typo in a path must not read as "no runs"
-        raise FileNotFoundError(f"{root} does not exist")
-    found: list[RunDir] = []
-    _walk(os.fspath(root), found, set())
-    return found
-
-
-def _walk(folder: str, found: list[RunDir], seen: set[tuple[int, int]]) -> None:
-    try:
-        info = os.stat(folder)
-        if (info.st_dev, info.st_ino) in seen:
-            return
-        seen.add((info.st_dev, info.st_ino))
-        with os.scandir(folder) as listing:
-            entries = list(listing)
-    except OSError:  # not a folder (a file given as root), or unreadable: no runs there
-        return
-    files = {entry.name for entry in entries if entry.is_file()}  # d_type: no system call
-    if ARTIFACTS["status"] in files or ARTIFACTS["config"] in files or (
-            any(entry.name == ".hydra" for entry in entries)
-            and os.path.isfile(os.path.join(folder, HYDRA_CONFIG))):
-        found.append(RunDir(folder))
-        return
-    children = [entry for entry in entries if entry.name not in NOT_RUNS
-                and not entry.name.startswith(".") and entry.is_dir()]
-    for child in sorted(children, key=lambda entry: job_key(entry.name)):
-        _walk(child.path, found, seen)
