@@ -34,7 +34,7 @@ from latentgeo.loop import (
 )
 from latentgeo.models import Classifier
 from latentgeo.models.relu_alpha import relu_alpha_modules
-from latentgeo.records import RunDamaged, RunDir, event_problem
+from latentgeo.records import RunDamaged, RunDir
 from latentgeo.runtime import (
     load_checkpoint,
     pause_point,
@@ -198,6 +198,21 @@ def restore(run: RunDir, device: torch.device, model: Classifier,
     if alphas is not None and alphas.tracker is not None:
         alphas.tracker.load_state_dict(state["oscillation"])
     return int(state["epoch"]), state.get("events")
+
+
+def event_problem(recorded: list[dict[str, Any]], expected: list[dict[str, Any]]) -> str | None:
+    """How metrics.jsonl's events differ from those the run carries, or None when equal."""
+    if recorded == expected:
+        return None
+    have = [e.get("epoch") for e in recorded]
+    want = [e.get("epoch") for e in expected]
+    missing = sorted(set(want) - set(have))
+    twice = sorted({epoch for epoch in have if have.count(epoch) > want.count(epoch)})
+    if missing:
+        return f"lacked epochs {missing}"
+    if twice:
+        return f"held epochs {twice} more than once"
+    return "differed from the events the run carries"
 
 
 def reconcile_events(run: RunDir, epoch: int, carried: list[dict[str, Any]] | None

@@ -60,9 +60,10 @@ import torch
 from latentgeo import aggregate as agg
 from latentgeo import figures, selection
 from latentgeo.families.latent import BINARY_CODE_HEADS
+from latentgeo.families.weights import alpha_trajectories
 from latentgeo.metrics.features import PENULTIMATE
 from latentgeo.metrics.mahalanobis import misclassification_distances
-from latentgeo.records import DISK_FULL, RunDir, alpha_trajectories, is_run_dir, write_problem
+from latentgeo.records import DISK_FULL, RunDir, is_run_dir, write_problem
 from latentgeo.results_cache import history_table
 
 SPLITS = ("train", "val", "test")

@@ -20,6 +20,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from hydra_plugins.latentgeo_workstation.workstation_launcher import WorkstationLauncher
+from latentgeo import provenance
 from latentgeo.config import (
     ConfigError,
     DatasetUnavailable,
@@ -61,7 +62,7 @@ def reject_bad_values(cfg: DictConfig, run_dir: Path) -> TrainConfig:
     except ConfigError as error:
         run = RunDir(run_dir)
         if not run.exists():
-            run.fail(f"ConfigError: {error}")
+            run.fail(f"ConfigError: {error}", provenance=provenance.record())
         raise
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from latentgeo import provenance
 from latentgeo.analysis.lr_find import suggest_lr, write_lr_find
 from latentgeo.build import build_loaders, check_data, load_data, resolve_device
 from latentgeo.checks import validate
@@ -24,7 +25,7 @@ from latentgeo.config import (
     with_changes,
 )
 from latentgeo.data import DataBundle
-from latentgeo.engine import fit
+from latentgeo.engine import event_problem, fit
 from latentgeo.metrics.chance import learning_summary
 from latentgeo.models import build_model
 from latentgeo.records import (
@@ -33,14 +34,11 @@ from latentgeo.records import (
     RunDamaged,
     RunDir,
     RunFailed,
-    event_problem,
-    never_learned,
-    scrub_secrets,
-    summarize,
     write_problem,
 )
 from latentgeo.runtime import CheckpointDamaged, load_checkpoint, seed_everything, set_threads
 from latentgeo.signals import Interrupted, signals_interrupt
+from latentgeo.summaries import never_learned, summarize
 from latentgeo.tracking import start_training_sink
 
 
@@ -90,7 +88,7 @@ def train_and_record(cfg: DictConfig | TrainConfig, run_dir: Path, group: str | 
     ``values_checked``: the caller ran ``config.check_values`` (the command line does)."""
     cfg = to_typed(cfg)
     run = RunDir(run_dir)
-    config = scrub_secrets(to_container(cfg))
+    config = provenance.scrub_secrets(to_container(cfg))
     config_yaml = OmegaConf.to_yaml(OmegaConf.create(config))
     if (run.exists() and cfg.trainer.resume and run.artifact("config").is_file()
             and not same_run(run.config(), config)):  # refused before anything is written
@@ -111,9 +109,10 @@ def record_run(cfg: TrainConfig, run: RunDir, config: dict, config_yaml: str,
                values_checked: bool = False) -> dict:
     """Everything from reading the checkpoint to the summary, inside the recorded region."""
     sink = None
+    made_with = provenance.record()  # git_sha and versions, for status.json
     try:
         resumed_epoch = resume_epoch(run)
-        run.start(config_yaml, resumed_epoch, overrides)
+        run.start(config_yaml, resumed_epoch, overrides, made_with)
         validate(cfg, values_checked)
         data, ood = load_data(cfg)
         check_data(cfg, data.num_classes)
@@ -142,7 +141,7 @@ def record_run(cfg: TrainConfig, run: RunDir, config: dict, config_yaml: str,
         state, reason = outcome(error, run)
         disk_full = isinstance(error, OSError) and error.errno in DISK_FULL
         try:
-            run.fail(reason, state)
+            run.fail(reason, state, made_with)
         except OSError as unrecorded:  # a disk so full that not even status.json's block is left
             reason += f"; not recorded: {write_problem(unrecorded, run.dir)}"
             if not disk_full:

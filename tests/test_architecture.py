@@ -11,9 +11,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 # bottom to top; a module may import its own layer (without a cycle) and the layers below
 LAYERS = [
-    ("foundation", ["latentgeo.config", "latentgeo.plugins", "latentgeo.records",
-                    "latentgeo.runtime", "latentgeo.signals", "latentgeo.synthetic_sweep",
-                    "latentgeo.results_cache"]),
+    ("foundation", ["latentgeo.config", "latentgeo.plugins", "latentgeo.provenance",
+                    "latentgeo.records", "latentgeo.summaries", "latentgeo.runtime",
+                    "latentgeo.signals", "latentgeo.synthetic_sweep", "latentgeo.results_cache"]),
     ("components", ["latentgeo.data", "latentgeo.models", "latentgeo.metrics",
                     "latentgeo.figures", "latentgeo.tracking"]),
     ("loop", ["latentgeo.loop"]),
@@ -117,7 +117,8 @@ def test_the_import_graph_has_no_cycle():
 
 
 @pytest.mark.parametrize("module, expected_layer", [
-    ("latentgeo.records", "foundation"), ("latentgeo.metrics.collapse", "components"),
+    ("latentgeo.records", "foundation"), ("latentgeo.records.run_dir", "foundation"),
+    ("latentgeo.summaries", "foundation"), ("latentgeo.metrics.collapse", "components"),
     ("latentgeo.engine", "engine"), ("latentgeo.analysis.dib", "analyses")])
 def test_layer_lookup(module, expected_layer):
     assert LAYERS[layer_of(module)][0] == expected_layer

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
-from latentgeo.records import RunDir, atomic_write_json, read_metrics, scrub_secrets, summarize
+from latentgeo.provenance import scrub_secrets
+from latentgeo.records import RunDir, atomic_write_json, read_metrics
+from latentgeo.summaries import summarize
 
 
 def test_summary_takes_last_values_best_accuracy_and_convergence():

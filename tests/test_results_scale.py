@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 
 from latentgeo import aggregate, records, results, results_cache, runs, selection
-from latentgeo.records import PARSED, RunDir, summarize
+from latentgeo.records import PARSED, RunDir
+from latentgeo.summaries import summarize
 from latentgeo.synthetic_sweep import write_sweep
 
 EPOCHS = 4  # the events' length does not change how many files are parsed
@@ -140,7 +141,7 @@ def test_run_dirs_written_before_config_json_read_the_same(tmp_path: Path, capsy
         capsys.readouterr()
         outputs[sweep] = (listing, *(
             (sweep / "out" / name).read_text().replace(str(sweep), "SWEEP")
-            for name in ("selection.csv", "selection.json", "runs.csv", "history.csv")))
+            for name in ("aggregate.csv", "aggregate.json", "runs.csv", "history.csv")))
     assert outputs[old] == outputs[new]
     assert parsed(lambda: RunDir(old / "91").config())["config.yaml"] == 1
 

@@ -65,7 +65,7 @@ def test_a_first_wave_run_dir_still_aggregates_reports_evaluates_and_resumes(tmp
         run.artifact("status").write_text(json.dumps(status))
     assert "store_penultimate: false" in (sweep / "0" / "config.yaml").read_text()
     assert aggregate.main([str(sweep), "--no-wandb"]) == 0
-    assert (sweep / "selection.csv").is_file() and (sweep / "runs.csv").is_file()
+    assert (sweep / "aggregate.csv").is_file() and (sweep / "runs.csv").is_file()
     assert report.build_report(sweep).is_file()
     assert evaluate.main([str(sweep / "0")]) == 0
     final = RunDir(sweep / "0").events()[-1]

@@ -11,7 +11,6 @@ import numpy as np
 from latentgeo.families.core import Point, register
 from latentgeo.metrics.hyperplanes import distance_from_init, projection_stats
 from latentgeo.models.relu_alpha import alpha_stats, relu_alpha_modules
-from latentgeo.records import alpha_trajectories
 
 
 @dataclass
@@ -69,3 +68,19 @@ def alpha(point: Point) -> dict[str, Any]:
         point.run.write_artifact("alpha", trajectories)
         plot_alpha_trajectories(trajectories, point.run.artifact("alpha_plot"))
     return out
+
+
+def alpha_trajectories(events: list[dict[str, Any]]) -> dict[str, dict[str, list]]:
+    """``alpha.json``: per ReLU_α site, α statistics vs epoch, from a run's events (the keys
+    ``alpha/<site>[/<stat>]`` of the ``alpha`` family; ``alpha/frozen`` is ``loop``'s)."""
+    trajectories: dict[str, dict[str, list]] = {}
+    for event in events:
+        for key, value in event.items():
+            if not key.startswith("alpha/") or key == "alpha/frozen":
+                continue
+            site, _, stat = key[len("alpha/"):].partition("/")
+            entry = trajectories.setdefault(site, {"epochs": []})
+            if not stat:
+                entry["epochs"].append(event["epoch"])
+            entry.setdefault(stat or "mean", []).append(value)
+    return trajectories
