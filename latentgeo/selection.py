@@ -31,7 +31,7 @@ from typing import Any
 
 import pandas as pd
 
-from latentgeo.config import is_bookkeeping
+from latentgeo.config import OPTION_KEYS, is_bookkeeping
 from latentgeo.records import RunDir, find_runs
 from latentgeo.results_cache import warm
 
@@ -193,11 +193,22 @@ def _is_alias(texts: pd.DataFrame, key: str, of_key: str) -> bool:
     return pairs == texts[key].nunique() == texts[of_key].nunique() > 1
 
 
+def _set_by_option(texts: pd.DataFrame, key: str) -> str | None:
+    """The ``<group>.name`` key that fixes ``key`` when ``key`` is one a group's options set
+    (``config.OPTION_KEYS``: ``model.widths`` is the MLP's and null for the others) and each
+    option of the sweep has one value of it; else None."""
+    group, _, leaf = key.partition(".")
+    name_key = f"{group}.name"
+    if leaf not in OPTION_KEYS.get(group, ()) or name_key not in texts:
+        return None
+    return name_key if texts.groupby(name_key)[key].nunique().max() == 1 else None
+
+
 def variant_keys(
     runs: Sequence[RunDir], lr_key: str = LR_KEY, seed_key: str = SEED_KEY
 ) -> tuple[list[str], dict[str, str]]:
     """Config keys that differ across the runs and define variants, and the differing keys left
-    out with the reason (lr, seed, bookkeeping, alias of lr/seed)."""
+    out with the reason (lr, seed, bookkeeping, alias of lr/seed, set by an option)."""
     texts = pd.DataFrame([{k: canonical(v) for k, v in run.flat_config().items()}
                           for run in runs if run.flat_config()], dtype=object)
     texts = texts.fillna(canonical(MISSING))  # a key some configs lack
@@ -214,6 +225,8 @@ def variant_keys(
             excluded[key] = f"follows {lr_key} one-to-one"
         elif _is_alias(texts, key, seed_key):
             excluded[key] = f"follows {seed_key} one-to-one"
+        elif (name_key := _set_by_option(texts, key)) is not None:
+            excluded[key] = f"set by {name_key}'s option"
         else:
             keys.append(key)
     return keys, excluded

@@ -104,6 +104,30 @@ def test_variant_keys_exclude_lr_seed_bookkeeping_and_aliases(sweep: Path) -> No
     }
 
 
+def test_a_key_only_some_options_use_is_not_a_variant_of_its_own(tmp_path: Path) -> None:
+    """model.widths is the MLP's (config.OPTION_KEYS; null for cnn3): a sweep over models is
+    labelled by model.name alone; a sweep over the MLP's widths keeps them as the variant."""
+    models = tmp_path / "models"
+    for job, (model, widths) in enumerate([("mlp", [64, 32]), ("cnn3", None)] * 2):
+        write_run(models / str(job), "bin_enc", job // 2, 1e-3, summary={"test/accuracy": 0.5})
+        config = yaml.safe_load((models / str(job) / "config.yaml").read_text())
+        config["model"] = {"name": model, "widths": widths}
+        (models / str(job) / "config.yaml").write_text(yaml.safe_dump(config))
+    keys, excluded = selection.variant_keys(selection.sweep_runs(models))
+    assert keys == ["model.name"]
+    assert excluded["model.widths"] == "set by model.name's option"
+    result = selection.aggregate(selection.sweep_runs(models))
+    assert [v.label for v in result.variants] == ["model.name=mlp", "model.name=cnn3"]
+
+    widths = tmp_path / "widths"
+    for job, hidden in enumerate([[64], [128]]):
+        write_run(widths / str(job), "bin_enc", 0, 1e-3, summary={"test/accuracy": 0.5})
+        config = yaml.safe_load((widths / str(job) / "config.yaml").read_text())
+        config["model"]["widths"] = hidden
+        (widths / str(job) / "config.yaml").write_text(yaml.safe_dump(config))
+    assert selection.variant_keys(selection.sweep_runs(widths))[0] == ["model.widths"]
+
+
 def test_best_lr_per_variant_and_seed_on_test_accuracy(sweep: Path) -> None:
     result = selection.aggregate(selection.sweep_runs(sweep), select="test/accuracy")
     assert [v.label for v in result.variants] == [BIN, NOPEN]
