@@ -192,3 +192,14 @@ def test_every_config_folder_is_a_declared_package():
                [REPO / "conf", *(REPO / "conf").rglob("*")] if p.is_dir()
                and p.name != "__pycache__"}
     assert folders == {name for name in declared if name.startswith("latentgeo.conf")}
+
+
+def test_every_python_package_is_declared():
+    """A package left out of pyproject's ``packages`` is not installed by ``pip install .``
+    (the editable install hides that): records/, report/, figures/ were split into packages."""
+    declared = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+                   ["packages"])
+    found = {".".join(p.parent.relative_to(REPO).parts)
+             for root in ("latentgeo", "hydra_plugins") for p in (REPO / root).rglob("__init__.py")
+             if "conf" not in p.relative_to(REPO).parts}
+    assert found == {name for name in declared if not name.startswith("latentgeo.conf")}
