@@ -25,7 +25,8 @@ from latentgeo.config import DatasetUnavailable, compose, to_typed
 from latentgeo.data import load_dataset
 from latentgeo.models import HEADS
 from latentgeo.records import RunDir, SweepDir
-from latentgeo.report import build_report, missing_reason
+from latentgeo.report.page import build_report
+from latentgeo.report.reading import missing_reason
 
 COLUMNS = [
     ("test/accuracy", "test acc"),

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-# bottom to top; a module may import its own layer (without a cycle) and the layers below
+# bottom to top; a module may import its own layer (without a cycle) and the layers below;
+# a package's name covers its modules (latentgeo.figures.base, latentgeo.report.page, …)
 LAYERS = [
     ("foundation", ["latentgeo.config", "latentgeo.plugins", "latentgeo.provenance",
                     "latentgeo.records", "latentgeo.summaries", "latentgeo.runtime",
@@ -119,7 +120,9 @@ def test_the_import_graph_has_no_cycle():
 @pytest.mark.parametrize("module, expected_layer", [
     ("latentgeo.records", "foundation"), ("latentgeo.records.run_dir", "foundation"),
     ("latentgeo.summaries", "foundation"), ("latentgeo.metrics.collapse", "components"),
-    ("latentgeo.engine", "engine"), ("latentgeo.analysis.dib", "analyses")])
+    ("latentgeo.engine", "engine"), ("latentgeo.analysis.dib", "analyses"),
+    ("latentgeo.figures.base", "components"), ("latentgeo.report.page", "entry points"),
+    ("latentgeo.report.__main__", "entry points")])
 def test_layer_lookup(module, expected_layer):
     assert LAYERS[layer_of(module)][0] == expected_layer
 

@@ -191,7 +191,8 @@ def two_class_code(samples: int = 40) -> tuple[np.ndarray, np.ndarray]:
 
 def test_code_histograms_are_stacked_by_class() -> None:
     x, labels = two_class_code()
-    splits = [figures.Split("train", x, labels), figures.Split("test", x[:10], labels[:10])]
+    splits = [figures.SplitCodes("train", x, labels),
+              figures.SplitCodes("test", x[:10], labels[:10])]
     fig = figures.code_histogram_figure(splits, [0, 1, 2])
     assert_house_rules(fig, "code histograms")
     assert len([ax for ax in fig.axes if ax.get_visible()]) == 6  # 3 nodes × 2 splits
@@ -205,7 +206,7 @@ def test_code_histograms_are_stacked_by_class() -> None:
 
 def test_code_scatter_shows_the_code_word_per_class() -> None:
     x, labels = two_class_code()
-    fig = figures.code_scatter_figure([figures.Split("test", x, labels)], (2, 0))
+    fig = figures.code_scatter_figure([figures.SplitCodes("test", x, labels)], (2, 0))
     assert_house_rules(fig, "code scatter")
     word = fig.axes[1].images[0].get_array()
     assert np.array_equal(word, [[1, 0, 1], [0, 1, 0]])  # fraction with x_pen > 0
@@ -227,8 +228,8 @@ def test_pca_figure() -> None:
     rng = np.random.default_rng(2)
     labels = np.arange(300) % 3
     x = rng.standard_normal((300, 40)) + 4 * np.eye(40)[labels]
-    fig = figures.pca_figure([figures.Split("train", x, labels),
-                              figures.Split("test", x[:60], labels[:60])])
+    fig = figures.pca_figure([figures.SplitCodes("train", x, labels),
+                              figures.SplitCodes("test", x[:60], labels[:60])])
     assert_house_rules(fig, "pca")
     assert fig.axes[0].get_xlabel().startswith("PC 1 (")
     bars = [p.get_height() for p in fig.axes[2].patches]

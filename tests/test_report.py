@@ -251,8 +251,8 @@ def test_choose_epochs_and_short_labels() -> None:
     assert report.short_labels([{"head.name": "a", "trainer.epochs": 2},
                                 {"head.name": "a", "trainer.epochs": 4}],
                                ["x", "y"]) == ["name=a,epochs=2", "name=a,epochs=4"]
-    assert report.is_bookkeeping_count("test/mahalanobis/num_wrong_test")
-    assert not report.is_bookkeeping_count("test/mahalanobis/auroc_exact")
+    assert report.is_sample_count("test/mahalanobis/num_wrong_test")
+    assert not report.is_sample_count("test/mahalanobis/auroc_exact")
 
 
 def test_sweep_report(tmp_path: Path) -> None:

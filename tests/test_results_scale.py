@@ -201,18 +201,18 @@ def test_a_damaged_cache_is_ignored(tmp_path: Path) -> None:
 def test_the_report_tables_keep_their_size_whatever_the_seeds(tmp_path: Path) -> None:
     """The best-LR cell names each chosen LR with its count of seeds, not every seed; a long
     run table folds under a line of state counts."""
-    from latentgeo import report
+    from latentgeo.report import markup
 
     sweeps = {size: write_sweep(tmp_path / str(size), size, EPOCHS) for size in (40, 400)}
     cells = {}
     for size, sweep in sweeps.items():
         runs_found = selection.sweep_runs(sweep)
         result = selection.aggregate(runs_found, sweep_dir=sweep)
-        page = report._aggregate_html(result)
+        page = markup._aggregate_html(result)
         table = page.split("<details>")[0]
-        cells[size] = [report.lr_choices(v.selected) for v in result.variants]
+        cells[size] = [markup.lr_choices(v.selected) for v in result.variants]
         assert "seeds)" in table and ":0.001 " not in table  # per-seed pairs only folded
-        listing = report._runs_html(runs_found, "test/accuracy", result)
+        listing = markup._runs_html(runs_found, "test/accuracy", result)
         assert listing.index("<details>") < listing.index("<table>")
         assert f"{size} runs: " in listing
     assert max(map(len, cells[400])) <= 80  # 20 seeds per variant: still one short line

@@ -11,7 +11,7 @@ folded?) and writes ``linearize.json`` = ``{"threshold", "folded": [sites], "acc
 The run's checkpoints are not modified. Exit code 2 when the model has no ReLU_α site.
 
 The α trajectories of a run (``alpha.json`` → ``alpha.png``) are drawn by
-``latentgeo.figures.plot_alpha_trajectories``.
+``latentgeo.figures.analyses.plot_alpha_trajectories``.
 """
 
 from __future__ import annotations

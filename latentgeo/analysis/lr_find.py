@@ -233,7 +233,7 @@ def suggest_lr(cfg: TrainConfig | DictConfig, data: DataBundle, device: torch.de
 
 def write_lr_find(run: RunDir, result: dict[str, Any]) -> tuple[Path, Path]:
     """``lr_find.json`` (atomic; NaN -> null) and ``lr_find.png`` in the run dir."""
-    from latentgeo.figures import plot_lr_find  # matplotlib: when a figure is drawn
+    from latentgeo.figures.analyses import plot_lr_find  # matplotlib: when a figure is drawn
 
     json_path = run.write_artifact("lr_find", result)
     png_path = run.artifact("lr_find_plot")

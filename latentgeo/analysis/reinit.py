@@ -221,7 +221,7 @@ def gather_sources(cfg: TrainConfig, checkpoints_dir: Path, input_shape: tuple[i
 
 def write_reinit(run: RunDir, result: dict[str, Any]) -> tuple[Path, Path]:
     """``reinit.json`` (atomic) and ``reinit.png`` in the run dir; returns both paths."""
-    from latentgeo.figures import plot_reinit_heatmap  # matplotlib: when a figure is drawn
+    from latentgeo.figures.analyses import plot_reinit_heatmap  # matplotlib: when a figure is drawn
 
     json_path = run.write_artifact("reinit", result)
     png_path = run.artifact("reinit_plot")
@@ -245,7 +245,7 @@ def merge_reinit(previous: dict[str, Any] | None, result: dict[str, Any]) -> dic
 
 def format_table(result: dict[str, Any]) -> str:
     """One row per layer, one column per source: top-1 and the relative drop."""
-    from latentgeo.figures import relative_drop
+    from latentgeo.figures.analyses import relative_drop
     baseline = result["baseline"]
     width = max([len("layer"), *map(len, result["layers"])])
     sources = list(result["sources"])

@@ -61,7 +61,7 @@ def alpha(point: Point) -> dict[str, Any]:
         out[f"alpha/{site}"] = stats["mean"]
         out.update({f"alpha/{site}/{k}": v for k, v in stats.items() if k != "mean"})
     if point.last and point.run is not None:
-        from latentgeo.figures import plot_alpha_trajectories  # matplotlib: when drawn
+        from latentgeo.figures.analyses import plot_alpha_trajectories  # matplotlib: when drawn
 
         events = [e for e in point.run.events() if e.get("epoch", 0) < point.epoch]
         trajectories = alpha_trajectories([*events, {**point.event, **out}])
