@@ -180,8 +180,9 @@ def test_reinit_from_init_adds_to_what_training_recorded(tmp_path):
 
 
 def test_a_run_that_never_learned_is_ok_but_says_so(tmp_path, capsys):
-    from latentgeo.aggregate import aggregate, format_runs
+    from latentgeo.aggregate import format_runs
     from latentgeo.metrics.chance import chance_bound
+    from latentgeo.selection import aggregate
 
     still = tmp_path / "still"  # lr 1e-9: the weights barely move, accuracy stays at chance
     summary = train(compose_cfg([*QUICK, "optimizer.lr=1e-9"]), still)

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from latentgeo import runs as runs_cli
-from latentgeo.aggregate import run_table
 from latentgeo.records import RunDir, find_all_runs
 from latentgeo.results import load_history, load_runs
+from latentgeo.selection import run_table
 
 CONFIG = "trainer:\n  epochs: 3\noptimizer:\n  lr: 0.1\n  name: sgd\n"
 
