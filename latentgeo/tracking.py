@@ -135,31 +135,30 @@ class WandbSink:
 
 def start_training_sink(run: RunDir, cfg: TrainConfig, config: dict[str, Any],
                         group: str | None, overrides: list[str]) -> WandbSink | None:
-    """The training run's wandb sink. Its identity is the one status.json stores, else a new
-    random id, the readable name and the sweep id as group, noted there for later (the caller
-    owns the run dir)."""
-    identity = (wandb_run_id(run.recorded("wandb_id")),
-                run.recorded("wandb_name") or display_name(
-                    cfg.head.name, cfg.optimizer.lr, cfg.trainer.seed, overrides, cfg.name),
-                run.recorded("wandb_group") or cfg.logger.group or group or run.dir.name)
+    """The training run's wandb sink, under ``stored_identity`` (a new random id the first
+    time), noted in status.json for later (the caller owns the run dir)."""
+    stored_id, name, group = stored_identity(run, cfg, overrides, group)
+    identity = (wandb_run_id(stored_id), name, group)
     for key, value in zip(WANDB_IDENTITY, identity):
         run.note(key, value)
-    run_id, name, group = identity
-    return WandbSink.start(run.dir, cfg, config, "train", run_id, name, group)
+    return WandbSink.start(run.dir, cfg, config, "train", *identity)
 
 
-def stored_identity(run: RunDir, cfg: TrainConfig) -> tuple[str | None, str, str]:
-    """(id, name, group) of the run's wandb run as status.json keeps them; a run recorded
-    before name and group were kept gets them as its training derived them (a sweep job's
-    dir is its job number, its group the sweep id)."""
-    status = run.status() or {}
-    name = status.get("wandb_name") or display_name(
-        cfg.head.name, cfg.optimizer.lr, cfg.trainer.seed, status.get("overrides") or [],
-        cfg.name)
+def stored_identity(run: RunDir, cfg: TrainConfig, overrides: list[str] | None = None,
+                    sweep: str | None = None) -> tuple[str | None, str, str]:
+    """(id, name, group) of the run's wandb run: what status.json keeps, else as training
+    first derives them — no id yet, the readable name of the head, LR, seed and overrides
+    (default: status.json's), the group ``logger.group``, else ``sweep`` (the sweep id), else
+    the sweep a job dir named by its number is in, else the run dir's name. The one place
+    they are derived: training, the post-hoc summary updates and evaluate's run agree."""
+    if overrides is None:
+        overrides = run.recorded("overrides") or []
+    name = run.recorded("wandb_name") or display_name(
+        cfg.head.name, cfg.optimizer.lr, cfg.trainer.seed, overrides, cfg.name)
     job_dir = run.dir.resolve()
-    group = status.get("wandb_group") or cfg.logger.group or (
+    group = run.recorded("wandb_group") or cfg.logger.group or sweep or (
         job_dir.parent.name if job_dir.name.isdigit() else job_dir.name)
-    return status.get("wandb_id"), name, group
+    return run.recorded("wandb_id"), name, group
 
 
 def scalars(values: dict[str, Any]) -> dict[str, float]:
