@@ -17,6 +17,13 @@ from tests.conftest import compose_cfg
 # every run: offline, local records only, one thread, no progress bar
 COMMON = ["logger=local", "trainer.progress=false", "trainer.num_threads=1",
           "trainer.deterministic=true"]
+# TH's setting (thesis ch. 2): a 4-block ReLU MLP of width 64 on 8x8 digits, AdamW 2e-3, 40
+# epochs; the TH findings and the field-geometry findings measure the same training
+TH_MLP = ["model=mlp", "model.widths=[64,64,64,64]", "model.activation=relu",
+          "dataset=digits", "dataset.image_size=8", "dataset.channels=1", "head=no_pen",
+          "optimizer=adamw", "optimizer.lr=2e-3", "optimizer.weight_decay=0.01",
+          "schedule=constant", "trainer.batch_size=64", "trainer.epochs=40", "metrics=none"]
+TH_BLOCKS = ("layer1", "layer2", "layer3", "layer4")
 FASHION_MIRROR = Path("/usr/share/datasets/fashion-mnist")
 REPORTED: list[tuple[str, str, dict[str, Any]]] = []
 

@@ -17,16 +17,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.findings.common import report, run_experiment
+from tests.findings.common import TH_BLOCKS, TH_MLP, report, run_experiment
 
 pytestmark = pytest.mark.findings
 
-BLOCKS = ("layer1", "layer2", "layer3", "layer4")
-SETTING = ["model=mlp", "model.widths=[64,64,64,64]", "model.activation=relu",
-           "dataset=digits", "dataset.image_size=8", "dataset.channels=1", "head=no_pen",
-           "optimizer=adamw", "optimizer.lr=2e-3", "optimizer.weight_decay=0.01",
-           "schedule=constant", "trainer.batch_size=64", "trainer.epochs=40", "metrics=none",
-           "metrics.every=10", "metrics.neural_collapse.when=init+every",
+BLOCKS = TH_BLOCKS
+SETTING = [*TH_MLP, "metrics.every=10", "metrics.neural_collapse.when=init+every",
            "metrics.effective_rank.when=init+every", "metrics.effective_rank.samples=null",
            "metrics.cka.when=init+every", "metrics.cka.samples=360"]
 
