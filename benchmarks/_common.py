@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -33,6 +34,35 @@ def timed(fn, device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter() - tic
+
+
+def repeated(fn, device: torch.device, repeats: int) -> list[float]:
+    """Seconds of ``repeats`` calls of ``fn()`` after one warm-up call."""
+    timed(fn, device)
+    return [timed(fn, device) for _ in range(repeats)]
+
+
+@torch.no_grad()
+def bare_forward(model, loaders) -> None:
+    """The metric-cost benchmarks' baseline: one eval-mode forward pass over every evaluation
+    split, nothing kept (the floor of any metric that needs the features)."""
+    was_training = model.training
+    model.eval()
+    for loader in loaders.eval.values():
+        for x, _ in loader.epoch(0):
+            model(x)
+    model.train(was_training)
+
+
+def print_ratios(seconds: dict[str, list[float]], baseline: float, ratio_header: str,
+                 name_width: int, digits: int = 3, ratio_width: int = 9,
+                 ratio_digits: int = 2) -> None:
+    """One row per measurement: median seconds, min–max, median ÷ ``baseline``."""
+    print(f"{'':<{name_width}}{'seconds':>9}{'min–max':>16}{ratio_header:>{ratio_width}}")
+    for name, values in seconds.items():
+        median = statistics.median(values)
+        print(f"{name:<{name_width}}{median:>9.{digits}f}{min(values):>8.{digits}f}–"
+              f"{max(values):<7.{digits}f}{median / baseline:>{ratio_width}.{ratio_digits}f}")
 
 
 def start(parser) -> tuple:

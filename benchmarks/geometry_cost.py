@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
+from _common import bare_forward, print_ratios, repeated
 from _common import start as start_benchmark
 
 from latentgeo import families
@@ -30,16 +30,6 @@ from latentgeo.models import build_model
 
 FAMILIES = ("neural_collapse", "effective_rank", "intrinsic_dimension")
 MODELS = {"cnn3": ["model=cnn3"], "resnet18_w16": ["model=resnet18", "model.width=16"]}
-
-
-def median_seconds(fn, repeats: int) -> list[float]:
-    fn()  # warm-up
-    seconds = []
-    for _ in range(repeats):
-        tic = time.perf_counter()
-        fn()
-        seconds.append(time.perf_counter() - tic)
-    return seconds
 
 
 def main() -> None:
@@ -57,31 +47,22 @@ def main() -> None:
         model = build_model(cfg, data.input_shape, data.num_classes).to(device)
         loaders = build_loaders(cfg, data, device)
 
-        @torch.no_grad()
-        def bare_forward(model=model, loaders=loaders) -> None:
-            model.eval()
-            for loader in loaders.eval.values():
-                for x, _ in loader.epoch(0):
-                    model(x)
-
-        rows = {"bare forward (train + test)": median_seconds(bare_forward, args.repeats)}
+        rows = {"bare forward (train + test)": repeated(
+            lambda model=model, loaders=loaders: bare_forward(model, loaders), device,
+            args.repeats)}
         for name in FAMILIES:
             for blocks in (None, "all"):
                 block_cfg = to_typed(compose_cfg(
                     [*overrides, f"metrics.{name}.blocks={'null' if blocks is None else blocks}"]))
                 point = families.Point(block_cfg, model, 1, False, data, loaders)
                 point.features  # noqa: B018  (the shared pass, done by the first family)
-                rows[f"{name}, {'x_pen' if blocks is None else 'blocks=all'}"] = median_seconds(
+                rows[f"{name}, {'x_pen' if blocks is None else 'blocks=all'}"] = repeated(
                     lambda point=point, name=name: families.FAMILIES[name].compute(point),
-                    args.repeats)
+                    device, args.repeats)
         bare = statistics.median(rows["bare forward (train + test)"])
         print(f"{model_name}: synthetic 3x32x32, {args.size} train + {args.size} test, "
               f"eval batch 500; median of {args.repeats} (min–max)")
-        print(f"{'':<36}{'seconds':>9}{'min–max':>16}{'÷ bare':>9}")
-        for row, values in rows.items():
-            median = statistics.median(values)
-            print(f"{row:<36}{median:>9.3f}{min(values):>8.3f}–{max(values):<7.3f}"
-                  f"{median / bare:>9.2f}")
+        print_ratios(rows, bare, "÷ bare", 36)
 
 
 if __name__ == "__main__":

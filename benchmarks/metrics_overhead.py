@@ -32,7 +32,7 @@ import statistics
 import time
 
 import torch
-from _common import evaluate, timed, weight_metrics
+from _common import bare_forward, evaluate, print_ratios, timed, weight_metrics
 from _common import start as start_benchmark
 
 from latentgeo import loop
@@ -72,19 +72,11 @@ def main() -> None:
     def train(epoch: int) -> None:
         loop.train_epoch(model, loaders.train, optimizer, epoch, loss_fn)
 
-    @torch.no_grad()
-    def bare_forward() -> None:
-        model.eval()
-        for loader in loaders.eval.values():
-            for x, _ in loader.epoch(0):
-                model(x)
-        model.train()
-
     subset_cfg = compose([*overrides, "metrics.train_subset=100"])
     subset_loaders = build_loaders(subset_cfg, data, device)
     rows = {
         "train epoch": lambda epoch: train(epoch),
-        "bare forward (train + test)": lambda epoch: bare_forward(),
+        "bare forward (train + test)": lambda epoch: bare_forward(model, loaders),
         "weight metrics (every epoch)": lambda epoch: weight_metrics(cfg, model, data, loaders,
                                                                      init_state),
         f"eval (every {cfg.metrics.every} epochs)":
@@ -111,11 +103,7 @@ def main() -> None:
     print(f"resnet18 width {args.width}, bin_enc head, synthetic 1x28x28: "
           f"{args.train_size} train / {args.test_size} test (Fashion-MNIST: 60000 / 10000), "
           f"batch 128, eval batch 1000; median of {repeats} (min–max)")
-    print(f"{'':<34}{'seconds':>9}{'min–max':>16}{'÷ epoch':>10}")
-    for name, values in seconds.items():
-        median = statistics.median(values)
-        print(f"{name:<34}{median:>9.2f}{min(values):>8.2f}–{max(values):<7.2f}"
-              f"{median / epoch_s:>10.3f}")
+    print_ratios(seconds, epoch_s, "÷ epoch", 34, digits=2, ratio_width=10, ratio_digits=3)
     eval_name = f"eval (every {cfg.metrics.every} epochs)"
     ratio = statistics.median(seconds[eval_name]) / epoch_s
     last = statistics.median(seconds["eval, last epoch (no DeepFool)"]) / epoch_s

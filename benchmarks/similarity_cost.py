@@ -20,8 +20,8 @@ import argparse
 import statistics
 
 import torch
+from _common import bare_forward, print_ratios, repeated
 from _common import start as start_benchmark
-from _common import timed
 
 from latentgeo import families
 from latentgeo.build import build_loaders
@@ -53,28 +53,14 @@ def measure(label: str, model_overrides: list[str], images: int, repeats: int,
         point = families.Point(typed, model, 1, False, data, loaders, init_state=init_state)
         return lambda: families.FAMILIES[name].compute(point)
 
-    @torch.no_grad()
-    def bare_forward() -> None:
-        model.eval()
-        for loader in loaders.eval.values():
-            for x, _ in loader.epoch(0):
-                model(x)
-        model.train()
-
-    rows = {"bare forward (train + test)": bare_forward,
+    rows = {"bare forward (train + test)": lambda: bare_forward(model, loaders),
             "cka (full batch)": family("cka"),
             "cka minibatch (batch 250)": family("cka", "metrics.cka.batch_size=250"),
             "weight_spectra": family("weight_spectra")}
-    for fn in rows.values():
-        timed(fn, device)  # warm-up
-    seconds = {name: [timed(fn, device) for _ in range(repeats)] for name, fn in rows.items()}
+    seconds = {name: repeated(fn, device, repeats) for name, fn in rows.items()}
     bare = statistics.median(seconds["bare forward (train + test)"])
     print(f"\n{label}: {sum(p.numel() for p in model.parameters())} parameters")
-    print(f"{'':<32}{'seconds':>9}{'min–max':>16}{'ratio':>9}")
-    for name, values in seconds.items():
-        median = statistics.median(values)
-        print(f"{name:<32}{median:>9.3f}{min(values):>8.3f}–{max(values):<7.3f}"
-              f"{median / bare:>9.2f}")
+    print_ratios(seconds, bare, "ratio", 32)
 
 
 def main() -> None:
