@@ -14,12 +14,8 @@ from torch import nn
 
 from latentgeo.analysis import reinit
 from latentgeo.build import load_run
-from latentgeo.figures import (
-    axis_label,
-    plot_reinit_heatmap,
-    reinit_drop_matrix,
-    relative_drop,
-)
+from latentgeo.figures import axis_label, plot_reinit_heatmap, reinit_drop_matrix
+from latentgeo.metrics.reinit import relative_drop
 from latentgeo.runtime import load_checkpoint
 from latentgeo.train import train
 from tests.conftest import TINY, compose_cfg

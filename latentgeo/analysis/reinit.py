@@ -41,6 +41,7 @@ from latentgeo.build import load_run, owning
 from latentgeo.config import TrainConfig, with_changes
 from latentgeo.metrics.features import collect_features
 from latentgeo.metrics.hyperplanes import LAYER_SETS, included_layers
+from latentgeo.metrics.reinit import relative_drop
 from latentgeo.models import build_model
 from latentgeo.records import RunDir
 from latentgeo.runtime import load_checkpoint
@@ -245,7 +246,6 @@ def merge_reinit(previous: dict[str, Any] | None, result: dict[str, Any]) -> dic
 
 def format_table(result: dict[str, Any]) -> str:
     """One row per layer, one column per source: top-1 and the relative drop."""
-    from latentgeo.figures.analyses import relative_drop
     baseline = result["baseline"]
     width = max([len("layer"), *map(len, result["layers"])])
     sources = list(result["sources"])

@@ -29,7 +29,6 @@ from latentgeo.figures.analyses import (
     plot_reinit_heatmap,
     reinit_drop_matrix,
     reinit_heatmap_figure,
-    relative_drop,
     source_order,
 )
 from latentgeo.figures.base import (
@@ -101,7 +100,7 @@ __all__ = [
     "MAX_SCATTER_POINTS", "class_colours", "SplitCodes", "code_histogram_figure",
     "top_variance_nodes", "pca", "code_scatter_figure", "pca_figure", "information_plane_figure",
     # analyses
-    "relative_drop", "source_order", "reinit_drop_matrix", "reinit_heatmap_figure",
+    "source_order", "reinit_drop_matrix", "reinit_heatmap_figure",
     "plot_reinit_heatmap", "plot_alpha_trajectories", "alpha_sites", "alpha_figure",
     "lr_find_figure", "plot_lr_find",
 ]

@@ -31,15 +31,9 @@ from latentgeo.figures.base import (
     styled,
     wrap,
 )
+from latentgeo.metrics.reinit import relative_drop
 
 # ----------------------------------------------------------------------------- re-initialisation
-
-
-def relative_drop(baseline: float | None, accuracy: float | None) -> float:
-    """(baseline − accuracy) / baseline (HP §3.4); NaN when either is missing or baseline is 0."""
-    if baseline is None or accuracy is None or not baseline > 0:
-        return math.nan
-    return (baseline - accuracy) / baseline
 
 
 def source_order(name: str) -> tuple[int, int, str]:
