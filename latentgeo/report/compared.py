@@ -163,14 +163,17 @@ def _merge_identical(lines: list[figures.Line], count: int) -> list[figures.Line
 
 def curve_made(variants: Sequence[Variant], figure_id: str, title: str,
                metrics: Sequence[str], caption: str = "", with_split: bool = True,
-               log: Sequence[str] = ()) -> Made | None:
+               log: Sequence[str] = (),
+               text: dict[str, tuple[str, str]] | None = None) -> Made | None:
+    """One panel per metric name; its title and axis label from ``text``, else METRIC_TEXT,
+    else the name itself."""
     panels = []
     for rest in metrics:
         lines = _panel_lines(variants, rest, with_split)
         if not with_split:
             lines = _merge_identical(lines, len(variants))
         if lines:
-            name, ylabel = METRIC_TEXT.get(rest, (rest, rest))
+            name, ylabel = (text or {}).get(rest) or METRIC_TEXT.get(rest, (rest, rest))
             limits = (0.0, 1.02) if rest in ("accuracy", "same_encoding_fraction") else None
             panels.append(figures.CurvePanel(name, ylabel, lines, rest in log, limits))
     if not panels:

@@ -13,7 +13,7 @@ import numpy as np
 
 from latentgeo import figures, selection
 from latentgeo.metrics.features import PENULTIMATE
-from latentgeo.report.compared import METRIC_TEXT, _keys_matching, curve_made
+from latentgeo.report.compared import _keys_matching, curve_made
 from latentgeo.report.reading import SPLITS, Made, Variant, choose_epochs
 
 
@@ -114,14 +114,14 @@ FIELD_COLLAPSE = {
 
 def field_collapse_made(variants: Sequence[Variant]) -> Made | None:
     rests = [f"neural_collapse/{PENULTIMATE}/{q}" for q in FIELD_COLLAPSE]
-    for rest, (name, unit, _) in zip(rests, FIELD_COLLAPSE.values(), strict=True):
-        METRIC_TEXT.setdefault(rest, (name, unit))
+    text = {rest: (name, unit)
+            for rest, (name, unit, _) in zip(rests, FIELD_COLLAPSE.values(), strict=True)}
     return curve_made(variants, "neural_collapse", "Neural collapse NC1–NC4 and CDNV over epochs",
                       rests, "Of x_pen with true labels (rhubarbwu/neural-collapse's "
                       "definitions): each falls towards 0 as collapse proceeds, NC4 rises to 1. "
                       "Solid: test, dashed: train.",
                       log=[r for r, (_, _, log) in zip(rests, FIELD_COLLAPSE.values(),
-                                                       strict=True) if log])
+                                                       strict=True) if log], text=text)
 
 
 def rank_made(variants: Sequence[Variant]) -> list[Made | None]:
@@ -131,13 +131,13 @@ def rank_made(variants: Sequence[Variant]) -> list[Made | None]:
             "intrinsic_dimension/{layer}/twonn": "intrinsic dimension (TwoNN)",
             "intrinsic_dimension/{layer}/mle": "intrinsic dimension (MLE, k = 20)"}
     rests = [key.format(layer=PENULTIMATE) for key in text]
-    for rest, name in zip(rests, text.values(), strict=True):
-        METRIC_TEXT.setdefault(rest, (f"{name} of x_pen", name))
     made: list[Made | None] = [curve_made(
         variants, "rank", "Effective rank and intrinsic dimension of x_pen over epochs", rests,
         "Roy & Vetterli's effective rank and RankMe (reptrix) of the centred features; TwoNN "
         "and the Levina–Bickel MLE (scikit-dimension) on a fixed subsample. Collapse drives the "
-        "rank of x_pen towards K − 1. Solid: test, dashed: train.")]
+        "rank of x_pen towards K − 1. Solid: test, dashed: train.",
+        text={rest: (f"{name} of x_pen", name)
+              for rest, name in zip(rests, text.values(), strict=True)})]
     for key, name in text.items():
         family, _, quantity = key.partition("/{layer}/")
         made.append(depth_made(variants, f"{family}_{quantity}_depth",
