@@ -33,6 +33,7 @@ from latentgeo.models.relu_alpha import (
     set_step_nu,
 )
 from latentgeo.records import RunFailed
+from latentgeo.runtime import separate_compile_cache
 
 
 class TrainingDiverged(RunFailed):
@@ -256,6 +257,7 @@ def apply_switches(trainer: TrainerConfig, model: nn.Module, loaders: Loaders
             loader.channels_last = True
     if trainer.compile.lower() == "false":  # the command line's false arrives as "False"
         return model, None
+    separate_compile_cache()
     compiled = torch.compile(model, mode=trainer.compile)
     return compiled, warm_up(compiled, model, loaders.train, trainer.precision)
 

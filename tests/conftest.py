@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 import latentgeo.train  # noqa: F401  (registers the workstation launcher plugin)
 from latentgeo.config import compose
-from latentgeo.runtime import PAUSE_DIR
+from latentgeo.runtime import PAUSE_DIR, separate_compile_cache
 
 REPO = Path(__file__).resolve().parents[1]
 # A tiny, fast, offline configuration every e2e test starts from.
@@ -26,6 +26,8 @@ TINY = [
 ]
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+separate_compile_cache()  # tests that call torch.compile themselves, and the runs they start
 
 
 @pytest.fixture(autouse=True)

@@ -6,6 +6,7 @@ stated tolerances on a tiny trained model."""
 from __future__ import annotations
 
 import copy
+import os
 import time
 
 import pytest
@@ -17,6 +18,7 @@ from latentgeo.data.tensor_loader import PAD, normalize
 from latentgeo.data.torch_loader import TorchLoader
 from latentgeo.loop import build_optimizer, classifier_loss, train_epoch
 from latentgeo.models import build_model
+from latentgeo.runtime import separate_compile_cache
 from tests.conftest import TINY, compose_cfg
 
 CPU = torch.device("cpu")
@@ -219,6 +221,26 @@ def test_train_epoch_with_switches_follows_fp32(tiny_trained):
     fp32 = running_loss()
     assert running_loss(torch.channels_last) == pytest.approx(fp32, rel=1e-5)
     assert running_loss(autocast_dtype=torch.bfloat16) == pytest.approx(fp32, rel=5e-2)
+
+
+def test_each_aten_capability_compiles_into_its_own_inductor_cache(monkeypatch):
+    """Inductor's cache does not key on ATEN_CPU_CAPABILITY (a natively filled cache gave a
+    wrong compiled loss under avx2): runtime.separate_compile_cache gives each its own dir,
+    and leaves a dir the user chose, or a native run, alone."""
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    separate_compile_cache()
+    assert "TORCHINDUCTOR_CACHE_DIR" not in os.environ
+    dirs = {}
+    for capability in ("avx2", "default"):
+        monkeypatch.setenv("ATEN_CPU_CAPABILITY", capability)
+        monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+        separate_compile_cache()
+        dirs[capability] = os.environ["TORCHINDUCTOR_CACHE_DIR"]
+    assert dirs["avx2"] != dirs["default"] and all(k in d for k, d in dirs.items())
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/chosen")
+    separate_compile_cache()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/chosen"
 
 
 @pytest.mark.slow
